@@ -1,0 +1,5 @@
+import sys
+
+from gsg.cli import main
+
+sys.exit(main())

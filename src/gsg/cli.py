@@ -1,0 +1,180 @@
+"""The ``gsg`` command. The only module that parses arguments or prints for a human."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import logging
+import shlex
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from gsg.errors import GsgError
+
+log = logging.getLogger("gsg")
+
+# flag -> (section, key) of the config schema
+PRETRAIN_FLAGS: dict[str, tuple[str, str]] = {
+    "method": ("ssl", "method"),
+    "stop_gradient": ("ssl", "stop_gradient"),
+    "predictor": ("model", "predictor"),
+    "views": ("ssl", "views"),
+    "dataset": ("data", "dataset"),
+    "data_dir": ("data", "data_dir"),
+    "subset": ("data", "subset"),
+    "backbone": ("model", "backbone"),
+    "width": ("model", "width"),
+    "epochs": ("optim", "epochs"),
+    "batch_size": ("optim", "batch_size"),
+    "lr": ("optim", "lr"),
+    "seed": ("run", "seed"),
+    "out": ("run", "out"),
+    "device": ("run", "device"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that names the nearest valid option for a typo, and exits with code 2 on bad input."""
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        ns, extra = self.parse_known_args(args, namespace)
+        if extra:
+            sub = getattr(ns, "_parser", self)
+            valid = [o for a in sub._actions for o in a.option_strings]
+            msgs = []
+            for tok in extra:
+                opt = tok.split("=", 1)[0]
+                if opt.startswith("-"):
+                    close = difflib.get_close_matches(opt, valid, n=1, cutoff=0.5)
+                    msgs.append(f"unknown option {opt}" + (f" (did you mean {close[0]}?)" if close else ""))
+                else:
+                    msgs.append(f"unexpected argument {tok!r}")
+            sub.error("; ".join(msgs) + f". Valid options: {' '.join(sorted(set(valid)))}")
+        return ns
+
+
+def _choices_from_config() -> dict[str, tuple[str, ...]]:
+    from gsg.config import CHOICES
+
+    return {flag: CHOICES[sk] for flag, sk in PRETRAIN_FLAGS.items() if sk in CHOICES}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from gsg.config import preset_names
+
+    parser = _Parser(prog="gsg", description="Non-contrastive self-supervised learning with Guided Stop-Gradient.",
+                     allow_abbrev=False)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("pretrain", help="self-supervised pretraining (SimSiam/BYOL × stop-gradient policy)",
+                       allow_abbrev=False)
+    p.set_defaults(_parser=p, func=cmd_pretrain)
+    p.add_argument("--preset", choices=preset_names(), help="a preset of src/gsg/presets")
+    p.add_argument("--config", type=Path, help="a TOML or JSON file of [section] keys (see docs/config.md)")
+    choices = _choices_from_config()
+    types: dict[str, Callable[[str], Any]] = {"subset": int, "width": float, "epochs": int, "batch_size": int,
+                                              "lr": float, "seed": int}
+    for flag in PRETRAIN_FLAGS:
+        p.add_argument("--" + flag.replace("_", "-"), dest=flag, choices=choices.get(flag),
+                       type=types.get(flag, str), default=None)
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="set any config key, e.g. --set model.proj_last_bn=affine (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+
+    k = sub.add_parser("knn", help="kNN accuracy of a checkpoint's backbone (weighted k=200 and k=1)",
+                       allow_abbrev=False)
+    k.set_defaults(_parser=k, func=cmd_knn)
+    k.add_argument("checkpoint", type=Path)
+    k.add_argument("--dataset", help="evaluate on another dataset than the one trained on")
+    k.add_argument("--data-dir")
+    k.add_argument("--k", type=int, default=200)
+    k.add_argument("--temperature", type=float, default=0.1)
+    k.add_argument("--batch-size", type=int, default=512)
+    k.add_argument("--train-subset", type=int, default=None, help="use a fixed subset of the train set as bank")
+    k.add_argument("--device", default="auto")
+    k.add_argument("--target", action="store_true", help="BYOL: evaluate the EMA (target) backbone")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for flag, (section, key) in PRETRAIN_FLAGS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            out.setdefault(section, {})[key] = value
+    for item in args.set:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise GsgError(f"--set expects SECTION.KEY=VALUE (e.g. model.proj_last_bn=affine), got {item!r}")
+        name, value = item.split("=", 1)
+        section, key = name.split(".", 1)
+        parsed: Any = value
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            pass
+        if value.lower() in ("none", "null"):
+            parsed = None
+        out.setdefault(section, {})[key] = parsed
+    return out
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from gsg.config import load_config
+    from gsg.train.loop import Interrupted, pretrain
+
+    cfg = load_config(preset=args.preset, file=args.config, overrides=_overrides(args))
+    if args.print_config:
+        print(json.dumps(cfg.to_dict(), indent=2))
+        return 0
+    out = Path(cfg.run.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "command.txt").write_text("gsg " + shlex.join(sys.argv[1:]) + "\n")
+    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    try:
+        result = pretrain(cfg, resume=args.resume)
+    except Interrupted as exc:
+        print(f"gsg: {exc}", file=sys.stderr)
+        return 130
+    print(f"checkpoint: {result['checkpoint']}")
+    knn = {k: v for k, v in result.items() if k.startswith("knn_")}
+    if knn:
+        print("kNN accuracy: " + ", ".join(f"{k} = {v:.2f}%" for k, v in knn.items()))
+    print(f"final loss {result.get('loss', float('nan')):.4f}, std(z/|z|)*sqrt(d) {result.get('z_std', 0):.3f}")
+    return 0
+
+
+def cmd_knn(args: argparse.Namespace) -> int:
+    from gsg.eval.knn import knn_evaluate
+
+    result = knn_evaluate(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir, k=args.k,
+                          temperature=args.temperature, batch_size=args.batch_size, device=args.device,
+                          train_subset=args.train_subset, target=args.target,
+                          command="gsg " + shlex.join(sys.argv[1:]))
+    print(f"{result['dataset']}: kNN (k={args.k}, T={args.temperature}) {result['knn_k' + str(args.k)]:.2f}%, "
+          f"kNN (k=1) {result['knn_k1']:.2f}%  [{result['train_size']} train, {result['test_size']} test]")
+    print(f"result: {result['result_file']}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        return int(args.func(args))
+    except GsgError as exc:
+        print(f"gsg: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gsg: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

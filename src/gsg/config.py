@@ -1,0 +1,264 @@
+"""One typed configuration schema; every default lives here.
+
+A config is built as: schema defaults ← preset (``src/gsg/presets/NAME.toml``) ← ``--config FILE``
+(TOML or JSON) ← command-line flags. Unknown sections or keys are errors that name the nearest valid
+key, so a typo never trains silently with the default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from gsg.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "fashion-mnist"
+    data_dir: str | None = None
+    subset: int | None = None  # train on a fixed random subset of N images
+    image_size: int | None = None  # None: the dataset's own size (image folders: 224)
+    recipe: str | None = None  # augmentation; None: grayscale / cifar / imagenet by channels and size
+    workers: int = 4  # decoding processes for image folders
+    on_device: bool = True  # hold in-memory datasets on the training device (GPU-resident CIFAR)
+    download: bool = True  # try torchvision's download when the files are not found locally
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "resnet18"
+    width: float = 1.0
+    cifar_stem: bool | None = None  # None: automatic for inputs up to 64 px
+    proj_layers: int = 2  # 2: CIFAR projector, 3: ImageNet projector (Appendix C)
+    proj_dim: int = 2048
+    proj_hidden: int | None = None  # None: proj_dim
+    proj_last_bn: str = "plain"  # affine | plain | none
+    predictor: str = "mlp"  # mlp | linear | none | directpred | directcopy
+    pred_hidden: int = 512
+    directpred_rho: float = 0.3
+    directpred_eps: float = 0.1
+    directpred_freq: int = 1
+
+
+@dataclass
+class SSLConfig:
+    method: str = "simsiam"  # simsiam | byol
+    stop_gradient: str = "guided"  # symmetric | guided | random | reverse
+    views: str = "reuse"  # reuse: partner's existing views; fresh: two new crops per partner image
+    ema_momentum: float = 0.99  # BYOL target momentum (base value of the cosine schedule)
+    ema_schedule: str = "cosine"  # cosine (to 1) | constant
+
+
+@dataclass
+class OptimConfig:
+    epochs: int = 200
+    batch_size: int = 512  # global; under torchrun each process takes batch_size / world_size and GSG pairs within it
+    base_lr: float = 0.05  # lr = base_lr × global batch / 256
+    lr: float | None = None  # absolute lr; overrides base_lr scaling
+    schedule: str = "cosine"  # cosine | constant
+    warmup_epochs: int = 0
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    fix_pred_lr: bool = False  # SimSiam: keep the predictor's lr constant
+
+
+@dataclass
+class RunConfig:
+    seed: int = 0
+    out: str = "runs/gsg"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: str = "auto"  # auto (bf16 on CUDA that supports it, off on CPU) | bf16 | fp16 | off
+    channels_last: bool | None = None  # None: on for CUDA
+    compile: bool = False
+    checkpoint_every: int = 1  # epochs
+    knn_every: int = 1  # epochs; 0 disables the online kNN monitor
+    knn_k: int = 200
+    knn_t: float = 0.1
+    knn_train_subset: int | None = 10000  # fixed subset of the clean train set used as the kNN bank
+    knn_test_subset: int | None = None
+    log_every: int = 20  # steps
+    tensorboard: bool = True
+    progress: bool = True
+    limit_batches: int | None = None  # stop each epoch after N batches (smoke tests)
+    on_nonfinite: str = "stop"  # stop | rollback (reload the last checkpoint with half the lr)
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    ssl: SSLConfig = field(default_factory=SSLConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("data", "dataset"): ("fashion-mnist", "mnist", "cifar10", "cifar100", "stl10", "imagefolder", "synthetic"),
+    ("data", "recipe"): ("imagenet", "cifar", "grayscale"),
+    ("model", "backbone"): ("resnet18", "resnet34", "resnet50"),
+    ("model", "proj_last_bn"): ("affine", "plain", "none"),
+    ("model", "predictor"): ("mlp", "linear", "none", "directpred", "directcopy"),
+    ("ssl", "method"): ("simsiam", "byol"),
+    ("ssl", "stop_gradient"): ("symmetric", "guided", "random", "reverse"),
+    ("ssl", "views"): ("reuse", "fresh"),
+    ("ssl", "ema_schedule"): ("cosine", "constant"),
+    ("optim", "schedule"): ("cosine", "constant"),
+    ("run", "amp"): ("auto", "bf16", "fp16", "off"),
+    ("run", "on_nonfinite"): ("stop", "rollback"),
+}
+POSITIVE = {("optim", "epochs"), ("optim", "batch_size"), ("model", "proj_dim"), ("model", "pred_hidden"),
+            ("model", "width"), ("run", "checkpoint_every"), ("run", "knn_k"), ("run", "knn_t"),
+            ("model", "directpred_freq"), ("run", "log_every")}
+
+
+_SECTION_TYPES = {"data": DataConfig, "model": ModelConfig, "ssl": SSLConfig, "optim": OptimConfig,
+                  "run": RunConfig}
+
+
+def _nearest(name: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"{hint}valid keys: {', '.join(sorted(valid))}"
+
+
+def _coerce(section: str, key: str, value: Any, annotation: Any) -> Any:
+    """Check ``value`` against the field's type annotation, converting where it is lossless."""
+    where = f"{section}.{key}"
+    args = typing.get_args(annotation)
+    optional = type(None) in args
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{where} cannot be empty")
+    base = next((a for a in args if a is not type(None)), annotation) if args else annotation
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    if base is int:
+        if isinstance(value, bool) or not isinstance(value, int | str | float):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        try:
+            as_float = float(value)
+        except ValueError:
+            raise ConfigError(f"{where} must be an integer, got {value!r}") from None
+        if as_float != int(as_float):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        return int(as_float)
+    if base is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where} must be a number, got {value!r}") from None
+    if base is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def apply(config: Config, updates: dict[str, Any], *, origin: str = "config") -> Config:
+    """Apply nested ``{section: {key: value}}`` updates, checking every key, type and choice."""
+    if not isinstance(updates, dict):
+        raise ConfigError(f"{origin}: expected a table of sections, got {type(updates).__name__}")
+    for section, values in updates.items():
+        if section not in _SECTION_TYPES:
+            raise ConfigError(f"{origin}: unknown section [{section}]; {_nearest(section, list(_SECTION_TYPES))}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{origin}: [{section}] must be a table of keys, got {values!r}")
+        obj = getattr(config, section)
+        types_ = _field_types(type(obj))
+        for key, value in values.items():
+            if key not in types_:
+                raise ConfigError(f"{origin}: unknown key {section}.{key}; {_nearest(key, list(types_))}")
+            setattr(obj, key, _coerce(section, key, value, types_[key]))
+    validate(config)
+    return config
+
+
+def validate(config: Config) -> None:
+    for (section, key), choices in CHOICES.items():
+        value = getattr(getattr(config, section), key)
+        if value is not None and value not in choices:
+            close = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.5)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{section}.{key} = {value!r} is not valid{hint}; choose one of {', '.join(choices)}")
+    for section, key in POSITIVE:
+        value = getattr(getattr(config, section), key)
+        if value is not None and value <= 0:
+            raise ConfigError(f"{section}.{key} must be positive, got {value}")
+    if config.data.subset is not None and config.data.subset < 2:
+        raise ConfigError(f"data.subset must be at least 2 images, got {config.data.subset}")
+    if config.ssl.stop_gradient != "symmetric" and config.optim.batch_size < 2:
+        raise ConfigError(
+            f"the {config.ssl.stop_gradient} stop-gradient pairs images within a batch, so optim.batch_size "
+            f"must be at least 2 (got {config.optim.batch_size})"
+        )
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("gsg.presets").iterdir() if p.name.endswith(".toml"))
+
+
+def read_preset(name: str) -> dict[str, Any]:
+    names = preset_names()
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=1, cutoff=0.4)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(f"unknown preset {name!r}; {hint}available presets: {', '.join(names)}")
+    text = resources.files("gsg.presets").joinpath(f"{name}.toml").read_text()
+    return tomllib.loads(text)
+
+
+def read_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    text = path.read_text()
+    try:
+        if path.suffix == ".json":
+            return json.loads(text)
+        return tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid {'JSON' if path.suffix == '.json' else 'TOML'}: "
+                          f"{exc}") from exc
+
+
+def load_config(*, preset: str | None = None, file: str | Path | None = None,
+                overrides: dict[str, Any] | None = None) -> Config:
+    """Defaults ← preset ← file ← overrides (each a ``{section: {key: value}}`` table)."""
+    config = Config()
+    if preset:
+        apply(config, read_preset(preset), origin=f"preset {preset!r}")
+    if file:
+        apply(config, read_file(file), origin=str(file))
+    if overrides:
+        apply(config, overrides, origin="command line")
+    validate(config)
+    return config
+
+
+def from_dict(d: dict[str, Any]) -> Config:
+    """Rebuild a config saved with :meth:`Config.to_dict` (e.g. from a checkpoint)."""
+    return apply(Config(), d, origin="checkpoint config")
+

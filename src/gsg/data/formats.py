@@ -1,0 +1,377 @@
+"""Readers of the datasets' own on-disk formats: pure functions returning uint8 numpy arrays (N, C, H, W).
+
+- IDX (MNIST, Fashion-MNIST): big-endian header ``0 0 <type> <ndim>`` then ndim int32 sizes, then the data.
+- CIFAR-10/100 "python version": pickled dicts with ``data`` (N, 3072) uint8 rows (R plane, G plane, B plane,
+  each 32x32 row-major) and ``labels`` / ``fine_labels``.
+- STL-10 binary: uint8 images 3x96x96, each channel stored column-major; labels uint8 1..10.
+- Image folders (torchvision ImageFolder convention), decoded with PIL.
+
+Every failure to read raises :class:`gsg.errors.DataError` naming the file and what to do about it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import pickle
+import zlib
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, ClassVar
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from gsg.errors import DataError
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+SPLIT_FOLDERS = ("train", "val", "test")
+BAD_FILE_MODES = ("skip", "error")
+CHECK_MODES = ("auto", "full", "header", "none")
+# Above this many files "auto" checks only headers: decoding every image of an ImageNet-size folder at
+# start-up would take minutes; truncation found later, in get(), is still handled per on_bad_file.
+AUTO_FULL_CHECK_MAX_FILES = 50_000
+
+# --------------------------------------------------------------------------------------------------- IDX
+
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+               0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+_REDOWNLOAD = "delete it and download it again"
+
+
+def _open_maybe_gzip(path: Path) -> BinaryIO:
+    with open(path, "rb") as f:
+        gzipped = f.read(2) == b"\x1f\x8b"
+    return gzip.open(path, "rb") if gzipped else open(path, "rb")  # the caller closes it
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an IDX file (raw or gzip-compressed, detected from the content) into an array of its shape."""
+    path = Path(path)
+    try:
+        with _open_maybe_gzip(path) as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (EOFError, OSError, zlib.error) as e:  # truncated or corrupt gzip stream
+        raise DataError(f"{path}: cannot decompress ({e}); the file is truncated or corrupt: "
+                        f"{_REDOWNLOAD}") from e
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise DataError(f"{path}: not an IDX file (bad magic number {raw[:4].hex() or 'empty'}); "
+                        f"expected an MNIST-format file such as train-images-idx3-ubyte[.gz]")
+    dtype, ndim = np.dtype(_IDX_DTYPES[raw[2]]), raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{path}: truncated IDX header ({len(raw)} bytes): {_REDOWNLOAD}")
+    shape = tuple(int(s) for s in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(raw) != expected:
+        what = "truncated" if len(raw) < expected else "longer than its header says"
+        raise DataError(f"{path}: file is {what}: header gives shape {shape} = {expected} bytes, "
+                        f"file has {len(raw)}: {_REDOWNLOAD}")
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+
+
+def read_idx_images(path: str | Path) -> np.ndarray:
+    """IDX image file (magic 0x00000803: uint8, 3 dims) -> uint8 (N, 1, H, W)."""
+    arr = read_idx(path)
+    if arr.dtype != np.uint8 or arr.ndim != 3:
+        raise DataError(f"{path}: expected an IDX image file (uint8, 3 dimensions, magic 2051), "
+                        f"got {arr.dtype} with {arr.ndim} dimensions; is it a label file?")
+    return arr[:, None].copy()
+
+
+def read_idx_labels(path: str | Path) -> np.ndarray:
+    """IDX label file (magic 0x00000801: uint8, 1 dim) -> int64 (N,)."""
+    arr = read_idx(path)
+    if arr.dtype != np.uint8 or arr.ndim != 1:
+        raise DataError(f"{path}: expected an IDX label file (uint8, 1 dimension, magic 2049), "
+                        f"got {arr.dtype} with {arr.ndim} dimensions; is it an image file?")
+    return arr.astype(np.int64)
+
+
+# ------------------------------------------------------------------------------------------------- CIFAR
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickler that only builds numpy arrays: a CIFAR batch holds nothing else.
+
+    Pickle is the CIFAR datasets' own official format, so we must unpickle; we do it only for files with the
+    dataset's well-known names in the user's data directory, and refuse any other global, so that a tampered
+    file cannot run code.
+    """
+
+    _ALLOWED: ClassVar[set[tuple[str, str]]] = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"), ("numpy", "dtype")}
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: not part of the CIFAR format")
+        return super().find_class(module, name)
+
+
+def _load_cifar_pickle(path: Path) -> dict[str, object]:
+    try:
+        with open(path, "rb") as f:
+            obj = _CifarUnpickler(f, encoding="bytes").load()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
+            ImportError, OSError) as e:
+        raise DataError(f"{path}: not a readable CIFAR python batch ({e}); the file is truncated, corrupt "
+                        f"or of another format: {_REDOWNLOAD}") from e
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}: expected a pickled dict (CIFAR python batch), got {type(obj).__name__}")
+    # Python-2 pickles load with bytes keys under encoding="bytes"; accept str keys too.
+    return {k.decode("latin1") if isinstance(k, bytes) else str(k): v for k, v in obj.items()}
+
+
+def read_cifar_batch(path: str | Path, label_key: str = "labels") -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR python batch -> (uint8 (N, 3, 32, 32), int64 (N,)); label_key "labels" or "fine_labels"."""
+    path = Path(path)
+    d = _load_cifar_pickle(path)
+    if "data" not in d or label_key not in d:
+        raise DataError(f"{path}: CIFAR batch without 'data' or '{label_key}' (keys: {sorted(d)}); "
+                        f"CIFAR-10 batches have 'labels', CIFAR-100 files 'fine_labels'")
+    data, labels = np.asarray(d["data"]), np.asarray(d[label_key], dtype=np.int64)
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
+        raise DataError(f"{path}: malformed CIFAR batch: data {data.dtype}{tuple(data.shape)}, "
+                        f"{len(labels)} labels (expected uint8 (N, 3072) and N labels): {_REDOWNLOAD}")
+    return data.reshape(-1, 3, 32, 32).copy(), labels
+
+
+def read_cifar_meta(path: str | Path, key: str) -> list[str]:
+    """Class names from ``batches.meta`` (key "label_names") or CIFAR-100 ``meta`` ("fine_label_names")."""
+    d = _load_cifar_pickle(Path(path))
+    if key not in d:
+        raise DataError(f"{path}: CIFAR meta file without '{key}' (keys: {sorted(d)})")
+    return [n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in d[key]]  # type: ignore[union-attr]
+
+
+# ------------------------------------------------------------------------------------------------ STL-10
+
+STL10_SIDE = 96
+_STL10_IMAGE_BYTES = 3 * STL10_SIDE * STL10_SIDE
+
+
+def read_stl10_images(path: str | Path, chunk: int = 4096) -> np.ndarray:
+    """STL-10 ``*_X.bin`` -> uint8 (N, 3, 96, 96) in (c, y, x) order.
+
+    Each channel is stored column-major: the byte at offset x*96 + y is pixel (y, x), so a plain reshape gives
+    (N, 3, x, y) and the last two axes are swapped. Done through a memory map in chunks so
+    the 2.7 GB unlabeled file is not held twice.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    if size == 0 or size % _STL10_IMAGE_BYTES:
+        raise DataError(f"{path}: {size} bytes is not a whole number of STL-10 images ({_STL10_IMAGE_BYTES} "
+                        f"bytes each); the file is truncated or not an STL-10 *_X.bin file: {_REDOWNLOAD}")
+    raw = np.memmap(path, dtype=np.uint8, mode="r").reshape(-1, 3, STL10_SIDE, STL10_SIDE)
+    out = np.empty_like(raw)
+    for i in range(0, len(raw), chunk):
+        out[i:i + chunk] = raw[i:i + chunk].transpose(0, 1, 3, 2)
+    del raw
+    return out
+
+
+def read_stl10_labels(path: str | Path) -> np.ndarray:
+    """STL-10 ``*_y.bin`` (uint8 1..10) -> int64 (N,) in 0..9."""
+    path = Path(path)
+    try:
+        raw = np.fromfile(path, dtype=np.uint8)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    if raw.size == 0 or raw.min() < 1 or raw.max() > 10:
+        raise DataError(f"{path}: not an STL-10 label file (labels must be 1..10, found "
+                        f"{'none' if raw.size == 0 else f'{raw.min()}..{raw.max()}'}): {_REDOWNLOAD}")
+    return raw.astype(np.int64) - 1
+
+
+# ----------------------------------------------------------------------------------------- image folders
+
+
+def is_image_file(name: str | Path) -> bool:
+    """True for the extensions we decode (case-insensitive); hidden files (".x") are never images."""
+    name = str(name)
+    return not os.path.basename(name).startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _images_under(folder: Path) -> list[Path]:
+    """All image files below folder, recursively, sorted, skipping hidden folders."""
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found.extend(Path(dirpath) / f for f in sorted(filenames) if is_image_file(f))
+    return found
+
+
+def image_folder_split(root: str | Path, split: str) -> Path:
+    """The folder holding ``split``: ``root/<split>`` when it exists, else root itself for train/pretrain.
+
+    "pretrain" uses ``root/train`` when there is one; the whole root serves train/pretrain only when it has no
+    split subfolders at all. A "val" or "test" split needs its subfolder.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"image folder {root} does not exist or is not a directory; pass --data-dir pointing "
+                        f"to a folder of images (class subfolders optional)")
+    sub = "train" if split == "pretrain" else split
+    if (root / sub).is_dir():
+        return root / sub
+    present = [s for s in SPLIT_FOLDERS if (root / s).is_dir()]
+    if sub == "train" and not present:
+        return root
+    raise DataError(f"image folder {root} has no '{sub}/' subfolder for split '{split}' (split folders "
+                    f"present: {present or 'none'}); add {root / sub}/ or use split 'train'/'pretrain'")
+
+
+@dataclass
+class FolderListing:
+    """Files of an image folder: labels index into classes, or are all -1 for an unlabelled folder."""
+
+    root: Path
+    files: list[Path]
+    labels: np.ndarray
+    classes: list[str]
+    bad_files: list[tuple[Path, str]] = field(default_factory=list)  # (file, reason), skipped
+
+
+def check_image(path: str | Path, full: bool = True) -> str | None:
+    """None if PIL can read the file, else the reason. full=False only parses headers (PNG: also chunk CRCs).
+
+    The full check decodes in JPEG draft mode (DCT scaled down by up to 8x): it still reads the whole entropy
+    stream, so truncation is caught, at a fraction of the decoding cost.
+    """
+    try:
+        with Image.open(path) as img:
+            if full:
+                img.draft(img.mode, (1, 1))
+                img.load()
+            else:
+                img.verify()
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError, EOFError,
+            Image.DecompressionBombError) as e:
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def report_bad_files(where: Path, bad: Sequence[tuple[Path, str]], on_bad_file: str, limit: int = 20) -> None:
+    """Raise DataError naming the first bad file ("error"), or log one warning listing them ("skip")."""
+    if not bad:
+        return
+    if on_bad_file == "error":
+        path, reason = bad[0]
+        raise DataError(f"unreadable image file {path} ({reason}); delete or replace it, or pass "
+                        f"on_bad_file='skip' to skip unreadable files")
+    names = ", ".join(f"{p.relative_to(where) if p.is_relative_to(where) else p} ({r})"
+                      for p, r in bad[:limit])
+    more = f" and {len(bad) - limit} more" if len(bad) > limit else ""
+    log.warning("skipped %d unreadable image file(s) in %s: %s%s", len(bad), where, names, more)
+
+
+def list_image_folder(root: str | Path, *, on_bad_file: str = "skip", check: str = "auto",
+                      threads: int | None = None) -> FolderListing:
+    """List a folder of images, labelled or not (torchvision ImageFolder convention).
+
+    - subfolders containing images (at any depth) -> one class per subfolder, classes sorted by name;
+      image files lying directly in root are then ignored (logged), as ImageFolder does;
+    - only image files directly in root -> unlabelled: every label is -1 (not one class per image).
+    check: "full" decodes every file, "header" only opens it, "none" trusts the extension, "auto" is "full"
+    up to AUTO_FULL_CHECK_MAX_FILES files and "header" above. Unreadable files are skipped with one warning
+    listing them, or raise DataError naming the file with on_bad_file="error".
+    """
+    root = Path(root)
+    if on_bad_file not in BAD_FILE_MODES:
+        raise DataError(f"on_bad_file must be one of {BAD_FILE_MODES}, got {on_bad_file!r}")
+    if check not in CHECK_MODES:
+        raise DataError(f"check must be one of {CHECK_MODES}, got {check!r}")
+    if not root.is_dir():
+        raise DataError(f"image folder {root} does not exist or is not a directory")
+    entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
+    loose = [p for p in entries if p.is_file() and is_image_file(p.name)]
+    class_files = {p.name: _images_under(p) for p in entries if p.is_dir()}
+    class_files = {c: fs for c, fs in class_files.items() if fs}
+    if class_files:
+        if loose:
+            log.warning("%s: ignoring %d image file(s) lying next to the class subfolders (e.g. %s); "
+                        "move them into a class folder", root, len(loose), loose[0].name)
+        classes = sorted(class_files)
+        files = [f for c in classes for f in class_files[c]]
+        labels = np.concatenate([np.full(len(class_files[c]), i, dtype=np.int64)
+                                 for i, c in enumerate(classes)])
+    elif loose:
+        classes, files, labels = [], loose, np.full(len(loose), -1, dtype=np.int64)
+    else:
+        exts = " ".join(e[1:] for e in IMAGE_EXTENSIONS)
+        raise DataError(f"no image files in {root} (extensions: {exts}). "
+                        f"Expected either images directly in the folder (unlabelled) or one subfolder per "
+                        f"class, root/<class>/<image> (labelled), optionally under train/, val/, test/")
+    if check == "auto":
+        check = "full" if len(files) <= AUTO_FULL_CHECK_MAX_FILES else "header"
+    bad: list[tuple[Path, str]] = []
+    if check != "none":
+        workers = threads or min(32, 4 * (os.cpu_count() or 1))  # I/O-bound and PIL releases the GIL
+        with ThreadPoolExecutor(workers) as pool:
+            reasons = list(pool.map(lambda f: check_image(f, full=check == "full"), files, chunksize=64))
+        bad = [(f, r) for f, r in zip(files, reasons, strict=True) if r is not None]
+        report_bad_files(root, bad, on_bad_file)
+        if bad:
+            keep = np.array([r is None for r in reasons])
+            files = [f for f, k in zip(files, keep, strict=True) if k]
+            labels = labels[keep]
+    if not files:
+        raise DataError(f"every image file in {root} is unreadable ({len(bad)} file(s), e.g. {bad[0][0]}); "
+                        f"check that the files are images of a supported format")
+    return FolderListing(root, files, labels, classes, bad)
+
+
+def _to_8bit(img: Image.Image, channels: int) -> Image.Image:
+    """Any PIL mode -> "L" (channels=1) or "RGB" (channels=3), 8 bits per channel.
+
+    16-bit greyscale is scaled by 255/65535 (PIL's own I;16 -> L conversion clips at 255 instead); palette
+    images go through RGBA so a transparency index is honoured; alpha is then dropped, as torchvision does.
+    """
+    mode = img.mode
+    if mode.startswith("I"):  # "I;16", "I;16B", "I" (32-bit int, used by PIL for 16-bit PNGs)
+        arr = np.asarray(img).astype(np.float64)
+        img = Image.fromarray(np.rint(np.clip(arr, 0, 65535) / 257.0).astype(np.uint8), mode="L")
+    elif mode == "F":  # float TIFFs: [0, 1] if they fit, else taken as 0..255
+        arr = np.asarray(img, dtype=np.float64)
+        arr = arr * 255.0 if np.nanmax(arr, initial=0.0) <= 1.0 else arr
+        img = Image.fromarray(np.rint(np.clip(np.nan_to_num(arr), 0, 255)).astype(np.uint8), mode="L")
+    elif mode in ("P", "PA"):
+        img = img.convert("RGBA")
+    target = "L" if channels == 1 else "RGB"
+    return img if img.mode == target else img.convert(target)
+
+
+def decode_image(path: str | Path, channels: int = 3, size: int | None = None) -> np.ndarray:
+    """Decode one image file -> uint8 (C, H, W); with size, shorter side resized to size and center-cropped.
+
+    Resizing is bilinear with antialiasing (PIL's filter widens with the scale factor), torchvision's default
+    for Resize: bicubic overshoots at edges (clipped values, ringing) and costs more, for no gain at the
+    downscaling factors of SSL pipelines. Raises the PIL/OS error on an unreadable file.
+    """
+    import torchvision.transforms.functional as TF  # deferred: importing torchvision is slow
+    from torchvision.transforms import InterpolationMode
+
+    if channels not in (1, 3):
+        raise DataError(f"channels must be 1 or 3, got {channels}")
+    with Image.open(path) as img:
+        img.load()
+        img = _to_8bit(img, channels)
+    if size is not None:
+        img = TF.resize(img, size, interpolation=InterpolationMode.BILINEAR, antialias=True)
+        img = TF.center_crop(img, [size, size])
+    arr = np.asarray(img, dtype=np.uint8)
+    return arr[None].copy() if arr.ndim == 2 else arr.transpose(2, 0, 1).copy()

@@ -1,0 +1,156 @@
+"""Export a checkpoint's backbone for detection and segmentation frameworks (Table 3).
+
+Two formats:
+
+- ``torchvision`` (``.pth``): ``torch.save`` of a plain state dict with torchvision's ResNet key names
+  (``conv1.weight``, ``bn1.*``, ``layer1.0.conv1.weight``, …) plus ``fc.weight`` (1000 × out_dim) and
+  ``fc.bias`` (1000), both **zero**: torchvision's ``resnetXX()`` has a 1000-class ``fc``, so including
+  one lets ``load_state_dict(strict=True)`` succeed, and zeros make it impossible to mistake for a trained
+  classifier (every downstream use replaces it). Loads with ``torch.load(weights_only=True)``.
+  A CIFAR-stem backbone (3×3 stride-1 ``conv1``, no max-pool) or one with 1 input channel keeps its own
+  ``conv1``; build the model to match before loading::
+
+      m = torchvision.models.resnet18()
+      m.conv1 = torch.nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)   # CIFAR stem
+      m.maxpool = torch.nn.Identity()
+      m.load_state_dict(torch.load("backbone.pth", weights_only=True))
+
+  A JSON side file (``<out>.json``) records arch, stem, input channels, normalisation and the source
+  checkpoint's SHA-256.
+- ``detectron2`` (``.pkl``): ``pickle`` of ``{"model": {name: numpy array}, "__author__": "gsg",
+  "matching_heuristics": True}``, the format Detectron2's ``DetectionCheckpointer`` reads for non-Detectron2
+  weights (MoCo's and ssl-transfer's conversion scripts write the same). Names are renamed to
+  Detectron2's ResNet: ``conv1`` → ``stem.conv1``, ``bn1`` → ``stem.conv1.norm``, ``layerN`` →
+  ``res{N+1}``, ``bnK`` → ``convK.norm``, ``downsample.0`` → ``shortcut``, ``downsample.1`` →
+  ``shortcut.norm``. BatchNorm's ``num_batches_tracked`` counters are dropped (Detectron2's norms do not
+  use them). Detectron2's ResNet has only the ImageNet stem and 3 input channels, so CIFAR-stem and
+  1-channel backbones are refused.
+
+Only width-1 backbones exist as torchvision / Detectron2 ResNets; other widths are refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from gsg.checkpoint import backbone_from_checkpoint, file_sha256, load_checkpoint
+from gsg.errors import CheckpointError, ConfigError
+
+FORMATS = ("torchvision", "detectron2")
+TORCHVISION_FC_CLASSES = 1000
+
+
+def torchvision_state_dict(ckpt: dict[str, Any], *, target: bool = False) -> dict[str, Tensor]:
+    """The backbone of a loaded checkpoint as a torchvision ResNet state dict, with a zero 1000-class fc."""
+    spec = ckpt["backbone"]
+    if float(spec["width"]) != 1.0:
+        raise ConfigError(
+            f"this checkpoint's backbone has width {spec['width']}; only width-1 ResNets exist in "
+            "torchvision and Detectron2. Export a model pretrained with width 1, or load the gsg checkpoint "
+            "with gsg.checkpoint.load_backbone instead"
+        )
+    net = backbone_from_checkpoint(ckpt, target=target)
+    state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items() if not k.startswith("fc.")}
+    state["fc.weight"] = torch.zeros(TORCHVISION_FC_CLASSES, net.out_dim)
+    state["fc.bias"] = torch.zeros(TORCHVISION_FC_CLASSES)
+    return state
+
+
+def detectron2_state_dict(torchvision_state: dict[str, Tensor]) -> dict[str, np.ndarray]:
+    """Rename torchvision ResNet keys to Detectron2's (see the module docstring); drops fc and counters."""
+    out: dict[str, np.ndarray] = {}
+    for key, value in torchvision_state.items():
+        if key.startswith("fc.") or key.endswith("num_batches_tracked"):
+            continue
+        k = key if key.startswith("layer") else "stem." + key
+        k = re.sub(r"^layer(\d)", lambda m: f"res{int(m.group(1)) + 1}", k)
+        k = re.sub(r"(^|\.)bn(\d)\.", r"\1conv\2.norm.", k)
+        k = k.replace("downsample.0.", "shortcut.").replace("downsample.1.", "shortcut.norm.")
+        out[k] = value.detach().cpu().numpy()
+    return out
+
+
+def export_torchvision(ckpt_path: str | os.PathLike[str], out: str | os.PathLike[str], *,
+                       target: bool = False) -> Path:
+    """Write the backbone as a torchvision ResNet ``.pth`` state dict (+ ``<out>.json``); returns ``out``."""
+    ckpt = load_checkpoint(ckpt_path)
+    state = torchvision_state_dict(ckpt, target=target)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(out, lambda f: torch.save(state, f))
+    _write_sidecar(out, ckpt, ckpt_path, "torchvision", target)
+    return out
+
+
+def export_detectron2(ckpt_path: str | os.PathLike[str], out: str | os.PathLike[str], *,
+                      target: bool = False) -> Path:
+    """Write the backbone as a Detectron2 ``.pkl`` (``MODEL.WEIGHTS``) (+ ``<out>.json``); returns ``out``."""
+    ckpt = load_checkpoint(ckpt_path)
+    spec = ckpt["backbone"]
+    if spec["cifar_stem"]:
+        raise ConfigError("this backbone has the CIFAR stem (3x3 conv1, no max-pool), which Detectron2's "
+                          "ResNet cannot build; export it with format 'torchvision' instead")
+    if int(spec["in_channels"]) != 3:
+        raise ConfigError(f"this backbone takes {spec['in_channels']} input channel(s); Detectron2 expects "
+                          "RGB. Export it with format 'torchvision' instead")
+    model = detectron2_state_dict(torchvision_state_dict(ckpt, target=target))
+    payload = {"model": model, "__author__": "gsg", "matching_heuristics": True}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(out, lambda f: pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL))
+    _write_sidecar(out, ckpt, ckpt_path, "detectron2", target)
+    return out
+
+
+def export_backbone(ckpt_path: str | os.PathLike[str], out: str | os.PathLike[str], *,
+                    format: Literal["torchvision", "detectron2"] = "torchvision", target: bool = False) -> Path:
+    """Dispatch to :func:`export_torchvision` (``.pth``) or :func:`export_detectron2` (``.pkl``)."""
+    if format == "torchvision":
+        return export_torchvision(ckpt_path, out, target=target)
+    if format == "detectron2":
+        return export_detectron2(ckpt_path, out, target=target)
+    raise ConfigError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
+
+
+def _write_sidecar(out: Path, ckpt: dict[str, Any], ckpt_path: str | os.PathLike[str], fmt: str,
+                   target: bool) -> None:
+    spec, data = ckpt["backbone"], ckpt.get("data", {})
+    meta = {
+        "format": fmt,
+        "arch": spec["arch"],
+        "cifar_stem": bool(spec["cifar_stem"]),
+        "in_channels": int(spec["in_channels"]),
+        "image_size": spec.get("image_size"),
+        "mean": list(map(float, data.get("mean", []))),
+        "std": list(map(float, data.get("std", []))),
+        "pretrain_dataset": data.get("dataset"),
+        "target_backbone": target,
+        "fc": "zero-initialised 1000-class placeholder" if fmt == "torchvision" else None,
+        "source_checkpoint": str(Path(ckpt_path).resolve()),
+        "source_sha256": file_sha256(ckpt_path),
+    }
+    side = out.with_name(out.name + ".json")
+    _atomic_write(side, lambda f: f.write(json.dumps(meta, indent=2).encode() + b"\n"))
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"could not write {path}: {exc.strerror or exc}; check the path and free space"
+                              ) from exc

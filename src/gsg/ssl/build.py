@@ -1,0 +1,25 @@
+"""Build the Siamese model a config describes."""
+
+from __future__ import annotations
+
+from gsg.config import ModelConfig
+from gsg.models.backbones import build_backbone
+from gsg.models.heads import predictor, projector
+from gsg.ssl.siamese import Siamese
+
+
+def build_model(cfg: ModelConfig, method: str, *, in_channels: int, image_size: int) -> Siamese:
+    backbone = build_backbone(cfg.backbone, width=cfg.width, in_channels=in_channels, image_size=image_size,
+                              cifar_stem=cfg.cifar_stem)
+    proj = projector(backbone.out_dim, cfg.proj_dim, layers=cfg.proj_layers, hidden=cfg.proj_hidden,
+                     last_bn=cfg.proj_last_bn)  # type: ignore[arg-type]
+    pred = predictor(cfg.predictor, cfg.proj_dim, hidden=cfg.pred_hidden, directpred_rho=cfg.directpred_rho,
+                     directpred_eps=cfg.directpred_eps, directpred_freq=cfg.directpred_freq)
+    return Siamese(backbone, proj, pred, method)  # type: ignore[arg-type]
+
+
+def backbone_spec(model: Siamese, image_size: int) -> dict[str, object]:
+    """What a checkpoint records to rebuild the backbone for evaluation."""
+    b = model.backbone
+    return {"arch": b.arch, "width": b.width, "in_channels": b.in_channels, "cifar_stem": b.cifar_stem,
+            "image_size": image_size}

@@ -1,0 +1,79 @@
+"""SimSiam and BYOL as one model: online encoder + predictor, and a target that is shared or an EMA.
+
+SimSiam vs BYOL is only where the target projections come from:
+- SimSiam: the online projections themselves, detached;
+- BYOL: an EMA copy of the online backbone + projector, run without gradient.
+
+The stop-gradient policy (gsg.ssl.stopgrad) does not care which.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from gsg.errors import ConfigError
+from gsg.models.backbones import Backbone
+from gsg.ssl.ema import ema_update
+
+METHODS = ("simsiam", "byol")
+Method = Literal["simsiam", "byol"]
+
+
+@dataclass
+class SiameseOutput:
+    """Per-view online projections z, predictions p and target projections t (each a list of (B, d))."""
+
+    z: list[Tensor]
+    p: list[Tensor]
+    t: list[Tensor]
+
+
+class Siamese(nn.Module):
+    """Online backbone → projector → predictor, plus the target branch.
+
+    ``forward`` takes every view of the step in one call (as SimSiam's official code does), so that
+    DistributedDataParallel sees one forward per backward, and runs each view as its own batch: BatchNorm
+    statistics are per view, as in the official implementations.
+    """
+
+    def __init__(self, backbone: Backbone, projector: nn.Module, predictor: nn.Module,
+                 method: Method = "simsiam") -> None:
+        super().__init__()
+        if method not in METHODS:
+            raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        self.method = method
+        self.backbone = backbone
+        self.projector = projector
+        self.predictor = predictor
+        self.target: nn.ModuleDict | None = None
+        if method == "byol":
+            self.target = nn.ModuleDict({"backbone": copy.deepcopy(backbone),
+                                         "projector": copy.deepcopy(projector)})
+            self.target.requires_grad_(False)
+
+    def online_encoder(self) -> nn.ModuleDict:
+        return nn.ModuleDict({"backbone": self.backbone, "projector": self.projector})
+
+    def project(self, x: Tensor) -> Tensor:
+        return self.projector(self.backbone(x))
+
+    def forward(self, views: list[Tensor]) -> SiameseOutput:
+        z = [self.project(v) for v in views]
+        p = [self.predictor(zi) for zi in z]
+        if self.target is None:
+            t = [zi.detach() for zi in z]
+        else:
+            with torch.no_grad():
+                t = [self.target["projector"](self.target["backbone"](v)) for v in views]
+        return SiameseOutput(z=z, p=p, t=t)
+
+    @torch.no_grad()
+    def update_target(self, momentum: float) -> None:
+        """BYOL: move the target towards the online encoder; no-op for SimSiam."""
+        if self.target is not None:
+            ema_update(self.target, self.online_encoder(), momentum)

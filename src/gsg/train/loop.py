@@ -1,0 +1,441 @@
+"""The pretraining loop: data → views → Siamese model → stop-gradient policy → SGD, with monitoring.
+
+One function, :func:`pretrain`, takes a :class:`~gsg.config.Config` and returns the final metrics.
+It works on one CPU, one GPU, or many processes under torchrun (DDP + SyncBatchNorm; GSG pairs
+images within each process's batch). Checkpoints are written atomically every
+``run.checkpoint_every`` epochs and on SIGTERM/SIGINT; ``resume=True`` continues exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from gsg import __version__
+from gsg.analysis.collapse import normalized_std
+from gsg.analysis.knn import knn_accuracy
+from gsg.checkpoint import FORMAT_KEY, FORMAT_VERSION, load_checkpoint, save_atomic
+from gsg.config import Config
+from gsg.data.datasets import ImageDataset, load_dataset
+from gsg.data.loader import BatchLoader
+from gsg.data.views import BatchAugment, make_recipe
+from gsg.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
+from gsg.models.embed import embed
+from gsg.ssl.build import backbone_spec, build_model
+from gsg.ssl.ema import momentum_at
+from gsg.ssl.siamese import Siamese
+from gsg.ssl.stopgrad import POLICIES, derangement, policy_loss
+from gsg.train import rng
+from gsg.train.distributed import DistInfo, all_reduce_mean, barrier, init_from_env, shutdown
+from gsg.train.logging import MetricsLogger
+from gsg.train.optim import build_optimizer, effective_lr, lr_factor, set_lr
+
+log = logging.getLogger("gsg.train")
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimizer steps taken
+    batch_in_epoch: int = 0  # batches of `epoch` already done (mid-epoch checkpoint on a signal)
+    lr_scale: float = 1.0  # lowered by rollbacks after a non-finite loss
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def resolve_device(name: str, info: DistInfo) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError("run.device asks for CUDA but no GPU is visible; use --device cpu")
+        if info.enabled:
+            return torch.device("cuda", info.local_rank)
+    return torch.device(name)
+
+
+def amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
+    if setting == "off" or (setting == "auto" and device.type != "cuda"):
+        return None
+    if setting == "fp16":
+        return torch.float16
+    if setting == "bf16" or (device.type == "cuda" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return torch.float16
+
+
+def pick_recipe(cfg: Config, dataset: ImageDataset, image_size: int) -> str:
+    if cfg.data.recipe:
+        return cfg.data.recipe
+    if dataset.channels == 1:
+        return "grayscale"
+    return "cifar" if image_size <= 64 else "imagenet"
+
+
+class _Signals:
+    """Turns SIGTERM/SIGINT into a flag so the loop can checkpoint before exiting."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _Signals:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received = signum
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+class Interrupted(Exception):
+    """Training stopped on a signal after saving a checkpoint."""
+
+
+class Trainer:
+    """Holds everything one pretraining run needs; :func:`pretrain` drives it."""
+
+    def __init__(self, cfg: Config, *, resume: bool = False) -> None:
+        self.cfg = cfg
+        self.dist = init_from_env("cuda" if cfg.run.device.startswith("cuda") or (
+            cfg.run.device == "auto" and torch.cuda.is_available()) else "cpu")
+        self.device = resolve_device(cfg.run.device, self.dist)
+        self.out = Path(cfg.run.out)
+        self.ckpt_path = self.out / CHECKPOINT_NAME
+        if self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        if cfg.ssl.stop_gradient not in POLICIES:
+            raise ConfigError(f"unknown stop-gradient {cfg.ssl.stop_gradient!r}")
+        torch.manual_seed(cfg.run.seed + self.dist.rank)
+
+        d = cfg.data
+        self.train_ds = load_dataset(d.dataset, "pretrain", data_dir=d.data_dir, download=d.download,
+                                     image_size=d.image_size, subset=d.subset, seed=cfg.run.seed)
+        self.image_size = self.train_ds.image_size
+        if self.train_ds.in_memory and d.on_device and self.device.type == "cuda":
+            self.train_ds = self.train_ds.to(self.device)  # type: ignore[attr-defined]
+        self.recipe = make_recipe(pick_recipe(cfg, self.train_ds, self.image_size), size=self.image_size,
+                                  mean=self.train_ds.mean, std=self.train_ds.std)
+        self.augment = BatchAugment(self.recipe)
+        if cfg.optim.batch_size % self.dist.world_size:
+            raise ConfigError(f"optim.batch_size {cfg.optim.batch_size} is the global batch and must divide evenly "
+                              f"over {self.dist.world_size} processes")
+        self.local_batch = cfg.optim.batch_size // self.dist.world_size
+        if self.local_batch < 2 and (cfg.ssl.stop_gradient != "symmetric" or cfg.ssl.views == "fresh"):
+            raise ConfigError(f"each process gets {self.local_batch} image(s) per batch, but {cfg.ssl.stop_gradient} "
+                              "stop-gradient pairs images within a process's batch: use a global batch of at least "
+                              f"{2 * self.dist.world_size}")
+        self.loader = BatchLoader(self.train_ds, self.local_batch, shuffle=True, drop_last=True,
+                                  seed=cfg.run.seed, rank=self.dist.rank, world_size=self.dist.world_size,
+                                  device=self.device, workers=d.workers)
+        if len(self.loader) == 0:
+            raise DataError(f"{len(self.train_ds)} images give no full batch of {self.local_batch} per process; "
+                            "lower --batch-size or use more data")
+        self.steps_per_epoch = len(self.loader)
+        if cfg.run.limit_batches:
+            self.steps_per_epoch = min(self.steps_per_epoch, cfg.run.limit_batches)
+        self.total_steps = self.steps_per_epoch * cfg.optim.epochs
+
+        self.model: Siamese = build_model(cfg.model, cfg.ssl.method, in_channels=self.train_ds.channels,
+                                          image_size=self.image_size).to(self.device)
+        self.channels_last = cfg.run.channels_last if cfg.run.channels_last is not None else (
+            self.device.type == "cuda")
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.global_batch = cfg.optim.batch_size
+        self.base_lr = effective_lr(cfg.optim, self.global_batch)
+        self.optimizer = build_optimizer(self.model, cfg.optim, self.base_lr)
+        self.amp = amp_dtype(cfg.run.amp, self.device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
+        self.aug_gen = torch.Generator(device=self.device)
+        self.aug_gen.manual_seed(cfg.run.seed * 7919 + self.dist.rank)
+        self.state = TrainState()
+        if resume:
+            self._resume()
+
+        self.net: nn.Module = self.model
+        if self.dist.enabled:
+            self.net = DistributedDataParallel(nn.SyncBatchNorm.convert_sync_batchnorm(self.model),
+                                               device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            self.model = self.net.module  # type: ignore[assignment]
+        self.forward = torch.compile(self.net) if cfg.run.compile else self.net
+        self.logger = MetricsLogger(self.out, enabled=self.dist.is_main, tensorboard=cfg.run.tensorboard)
+        self._knn_data: tuple[ImageDataset, ImageDataset] | None = None
+
+    # ---------------------------------------------------------------- checkpoints
+    def checkpoint_dict(self) -> dict[str, Any]:
+        return {
+            FORMAT_KEY: FORMAT_VERSION,
+            "gsg_version": __version__,
+            "config": self.cfg.to_dict(),
+            "backbone": backbone_spec(self.model, self.image_size),
+            "data": {"dataset": self.cfg.data.dataset, "mean": list(self.train_ds.mean),
+                     "std": list(self.train_ds.std), "image_size": self.image_size,
+                     "channels": self.train_ds.channels},
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "train_state": {
+                "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "epoch": self.state.epoch, "step": self.state.step,
+                "batch_in_epoch": self.state.batch_in_epoch, "lr_scale": self.state.lr_scale,
+                "rng": rng.capture(self.aug_gen), "world_size": self.dist.world_size,
+            },
+            "metrics": {"history": self.state.history},
+        }
+
+    def save(self) -> None:
+        if self.dist.is_main:
+            save_atomic(self.checkpoint_dict(), self.ckpt_path)
+        barrier(self.dist)
+
+    def _resume(self) -> None:
+        if not self.ckpt_path.is_file():
+            raise CheckpointError(f"--resume: no checkpoint at {self.ckpt_path}; start without --resume or point "
+                                  "--out at the run to continue")
+        ckpt = load_checkpoint(self.ckpt_path, map_location="cpu")
+        self._check_compatible(ckpt)
+        try:
+            self.model.load_state_dict(ckpt["model"], strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(f"checkpoint {self.ckpt_path} does not fit this model: {exc}") from exc
+        ts = ckpt["train_state"]
+        self.optimizer.load_state_dict(ts["optimizer"])
+        self.scaler.load_state_dict(ts["scaler"])
+        self.state = TrainState(epoch=ts["epoch"], step=ts["step"], batch_in_epoch=ts["batch_in_epoch"],
+                                lr_scale=ts["lr_scale"], history=list(ckpt["metrics"]["history"]))
+        rng.restore(ts["rng"], self.aug_gen)
+        log.info("resumed from %s at epoch %d, step %d", self.ckpt_path, self.state.epoch, self.state.step)
+
+    def _check_compatible(self, ckpt: dict[str, Any]) -> None:
+        saved, now = ckpt["config"], self.cfg.to_dict()
+        # Anything that changes the model, the data or the optimisation must match for an exact resume.
+        fixed = [("model", k) for k in now["model"]] + [("ssl", k) for k in now["ssl"]] + [
+            ("data", "dataset"), ("data", "subset"), ("data", "image_size"), ("optim", "batch_size"),
+            ("optim", "base_lr"), ("optim", "lr"), ("optim", "schedule"), ("optim", "weight_decay"),
+            ("run", "seed")]
+        diffs = [f"{s}.{k}: checkpoint {saved.get(s, {}).get(k)!r} vs now {now[s][k]!r}"
+                 for s, k in fixed if saved.get(s, {}).get(k) != now[s][k]]
+        if diffs:
+            raise CheckpointError(f"checkpoint {self.ckpt_path} was made with a different config: "
+                                  + "; ".join(diffs) + ". Resume with the same settings or use a new --out.")
+        if ckpt["train_state"].get("world_size", 1) != self.dist.world_size:
+            log.warning("resuming with %d processes, checkpoint used %d: the batch order changes",
+                        self.dist.world_size, ckpt["train_state"]["world_size"])
+
+    # ---------------------------------------------------------------- one step
+    def views_and_loss(self, images: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Augment, encode and apply the stop-gradient policy to one batch. Returns (loss, stats)."""
+        cfg = self.cfg.ssl
+        b = images.shape[0]
+        pairing = cfg.stop_gradient != "symmetric" or cfg.views == "fresh"
+        partner = derangement(b, generator=self.aug_gen, device=self.device) if pairing else None
+        if cfg.views == "fresh":
+            assert partner is not None
+            other = images[partner]
+            batch = [self.augment(images, self.aug_gen), self.augment(images, self.aug_gen),
+                     self.augment(other, self.aug_gen), self.augment(other, self.aug_gen)]
+        else:
+            batch = [self.augment(images, self.aug_gen), self.augment(images, self.aug_gen)]
+        if self.channels_last:
+            batch = [v.contiguous(memory_format=torch.channels_last) for v in batch]
+        with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
+            out = self.forward(batch)
+        p, t = out.p, out.t
+        if cfg.views == "fresh":
+            res = policy_loss(cfg.stop_gradient, p1=(p[0], p[1]), t1=(t[0], t[1]), p2=(p[2], p[3]),
+                              t2=(t[2], t[3]), generator=self.aug_gen)  # type: ignore[arg-type]
+        else:
+            res = policy_loss(cfg.stop_gradient, p1=(p[0], p[1]), t1=(t[0], t[1]), partner=partner,
+                              generator=self.aug_gen)  # type: ignore[arg-type]
+        observe = getattr(self.model.predictor, "observe", None)
+        if observe is not None:  # DirectPred/DirectCopy: statistics of this step's online projections
+            observe(torch.cat([out.z[0], out.z[1]]).detach().float(),
+                    all_reduce=(lambda x: all_reduce_mean(x, self.dist)) if self.dist.enabled else None)
+        stats = {"z_std": torch.tensor(normalized_std(out.z[0].detach().float()))}
+        if res.cases is not None:
+            stats["case_share"] = torch.bincount(res.cases, minlength=4).float() / b
+        return res.loss, stats
+
+    def train_epoch(self, signals: _Signals) -> dict[str, float]:
+        cfg = self.cfg
+        epoch = self.state.epoch
+        self.model.train()
+        self.loader.set_epoch(epoch)
+        start = self.state.batch_in_epoch
+        loss_sum = torch.zeros((), device=self.device)
+        zstd_sum, n = 0.0, 0
+        case_sum = torch.zeros(4, device=self.device)
+        first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
+        t0 = time.perf_counter()
+        bar = _progress(self.steps_per_epoch, start, f"epoch {epoch + 1}/{cfg.optim.epochs}",
+                        enabled=cfg.run.progress and self.dist.is_main)
+        for i, (images, _labels, _idx) in enumerate(self.loader.iterate(start), start=start):
+            if i >= self.steps_per_epoch:
+                break
+            factor = lr_factor(self.state.step, self.total_steps, cfg.optim.warmup_epochs * self.steps_per_epoch,
+                               cfg.optim.schedule)
+            lr = set_lr(self.optimizer, self.base_lr * self.state.lr_scale, factor)
+            loss, stats = self.views_and_loss(images)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            momentum = momentum_at(self.state.step, self.total_steps, cfg.ssl.ema_momentum, cfg.ssl.ema_schedule)
+            self.model.update_target(momentum)
+            bad = ~torch.isfinite(loss.detach())
+            first_bad = torch.where(bad & (first_bad < 0), torch.tensor(self.state.step, device=self.device),
+                                    first_bad)
+            loss_sum += torch.nan_to_num(loss.detach(), nan=0.0)
+            zstd_sum += float(stats["z_std"])
+            if "case_share" in stats:
+                case_sum += stats["case_share"]
+            n += 1
+            self.state.step += 1
+            self.state.batch_in_epoch = i + 1
+            if self.state.step % cfg.run.log_every == 0 or signals.received is not None:
+                self._check_finite(first_bad)
+                self.logger.log("step", self.state.step, {"epoch": epoch, "loss": float(loss), "lr": lr,
+                                                          "ema_momentum": momentum, "z_std": float(stats["z_std"])})
+            if bar is not None:
+                bar.update(1)
+                if self.state.step % 10 == 0:
+                    bar.set_postfix(loss=f"{float(loss):.4f}")
+            if signals.received is not None:
+                if bar is not None:
+                    bar.close()
+                self._check_finite(first_bad)
+                self.save()
+                raise Interrupted(f"stopped by signal {signals.received} at epoch {epoch + 1}, step "
+                                  f"{self.state.step}; checkpoint saved to {self.ckpt_path}; continue with --resume")
+        if bar is not None:
+            bar.close()
+        self._check_finite(first_bad)
+        n = max(n, 1)
+        loss_mean = float(all_reduce_mean(loss_sum / n, self.dist))
+        result = {"epoch": epoch + 1, "loss": loss_mean, "z_std": zstd_sum / n,
+                  "epoch_time_s": time.perf_counter() - t0, "lr": lr}
+        if self.cfg.ssl.stop_gradient != "symmetric":
+            shares = (case_sum / n).tolist()
+            result.update({f"case_{name}": s for name, s in zip(("11_21", "11_22", "12_21", "12_22"), shares,
+                                                                  strict=True)})
+        return result
+
+    def _check_finite(self, first_bad: Tensor) -> None:
+        bad_step = int(first_bad)
+        if bad_step >= 0:
+            kept = (f"the last good checkpoint {self.ckpt_path} (epoch {self._saved_epoch()}) is kept"
+                    if self.ckpt_path.is_file() else "no checkpoint had been written yet")
+            raise TrainingDiverged(
+                f"the loss became NaN or infinite at step {bad_step + 1} (epoch {self.state.epoch + 1}); training "
+                f"stopped and {kept}. Lower --lr, check the data, or set run.on_nonfinite = 'rollback'.")
+
+    def _saved_epoch(self) -> int | str:
+        try:
+            return int(load_checkpoint(self.ckpt_path)["train_state"]["epoch"])
+        except CheckpointError:
+            return "?"
+
+    # ---------------------------------------------------------------- monitoring
+    def knn_monitor(self) -> dict[str, float]:
+        """kNN accuracy of the backbone on the clean (un-augmented) train bank and test set."""
+        cfg = self.cfg
+        if self._knn_data is None:
+            d = cfg.data
+            try:
+                bank = load_dataset(d.dataset, "train", data_dir=d.data_dir, download=False,
+                                    image_size=d.image_size, subset=cfg.run.knn_train_subset, seed=cfg.run.seed)
+                test = load_dataset(d.dataset, "test", data_dir=d.data_dir, download=False,
+                                    image_size=d.image_size, subset=cfg.run.knn_test_subset, seed=cfg.run.seed)
+            except (DataError, ConfigError) as exc:
+                log.warning("online kNN disabled: %s", exc)
+                self.cfg.run.knn_every = 0
+                return {}
+            if bank.num_classes == 0 or test.num_classes == 0:
+                log.warning("online kNN disabled: %s has no labels", d.dataset)
+                self.cfg.run.knn_every = 0
+                return {}
+            self._knn_data = (bank, test)
+        bank, test = self._knn_data
+        kw = {"batch_size": 512, "device": self.device, "size": self.image_size, "mean": self.train_ds.mean,
+              "std": self.train_ds.std, "channels_last": self.channels_last, "amp_dtype": self.amp}
+        backbone = self.model.backbone
+        fb, lb = embed(backbone, bank, **kw)
+        ft, lt = embed(backbone, test, **kw)
+        backbone.train()
+        return knn_accuracy(fb, lb, ft, lt, bank.num_classes, ks=(cfg.run.knn_k, 1), temperature=cfg.run.knn_t)
+
+    # ---------------------------------------------------------------- driver
+    def fit(self) -> dict[str, Any]:
+        cfg = self.cfg
+        rollbacks = 0
+        with _Signals() as signals:
+            while self.state.epoch < cfg.optim.epochs:
+                try:
+                    metrics = self.train_epoch(signals)
+                except TrainingDiverged:
+                    if cfg.run.on_nonfinite != "rollback" or not self.ckpt_path.is_file() or rollbacks >= 3:
+                        raise
+                    rollbacks += 1
+                    self._rollback()
+                    continue
+                self.state.epoch += 1
+                self.state.batch_in_epoch = 0
+                last = self.state.epoch == cfg.optim.epochs
+                if cfg.run.knn_every and (self.state.epoch % cfg.run.knn_every == 0 or last):
+                    if self.dist.is_main:
+                        metrics.update(self.knn_monitor())
+                    barrier(self.dist)
+                self.state.history.append(metrics)
+                self.logger.log("epoch", self.state.step, metrics)
+                if self.dist.is_main:
+                    log.info("epoch %d: %s", self.state.epoch, _fmt(metrics))
+                if self.state.epoch % cfg.run.checkpoint_every == 0 or last:
+                    self.save()
+        self.logger.close()
+        return {"checkpoint": str(self.ckpt_path), "epochs": self.state.epoch, "steps": self.state.step,
+                "history": self.state.history, **(self.state.history[-1] if self.state.history else {})}
+
+    def _rollback(self) -> None:
+        scale = self.state.lr_scale * 0.5
+        log.warning("non-finite loss: rolling back to %s with the lr scaled by %.3g", self.ckpt_path, scale)
+        self._resume()
+        self.state.lr_scale = scale
+
+
+def _fmt(metrics: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
+
+
+def _progress(total: int, initial: int, desc: str, *, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def pretrain(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
+    """Run self-supervised pretraining as ``cfg`` describes; return the final metrics and checkpoint path."""
+    trainer = Trainer(cfg, resume=resume)
+    try:
+        return trainer.fit()
+    finally:
+        shutdown(trainer.dist)
+
+
+__all__ = ["Interrupted", "Trainer", "pretrain"]
