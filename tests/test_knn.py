@@ -12,7 +12,7 @@ from gsg.errors import ConfigError
 
 
 def brute_force_knn(train, train_labels, test, num_classes, k, temperature, dtype=torch.float32):
-    """Literal transcription of the InstDisc vote: full similarity matrix, top-k, sum of exp(s/T) per class."""
+    """Literal InstDisc vote: full similarity matrix, top-k, sum of exp(s/T) per class."""
     bank = F.normalize(train.to(dtype), dim=1)
     query = F.normalize(test.to(dtype), dim=1)
     sim = query @ bank.T
@@ -31,8 +31,11 @@ def random_problem(seed: int, n_train=300, n_test=97, dim=16, num_classes=10):
     return train, labels, test
 
 
+CHUNKS = [(1024, None), (7, None), (7, 13), (32, 64), (97, 1)]  # (chunk_size, bank_block_size)
+
+
 @pytest.mark.parametrize("k", [1, 5, 20, 300, 500])
-@pytest.mark.parametrize(("chunk_size", "bank_block_size"), [(1024, None), (7, None), (7, 13), (32, 64), (97, 1)])
+@pytest.mark.parametrize(("chunk_size", "bank_block_size"), CHUNKS)
 def test_matches_brute_force(k, chunk_size, bank_block_size):
     train, labels, test = random_problem(seed=k)
     got = knn_predict(train, labels, test, 10, k=k, temperature=0.1, chunk_size=chunk_size,

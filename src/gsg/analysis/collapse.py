@@ -119,7 +119,9 @@ def alignment(z1: Tensor, z2: Tensor, alpha: float = 2) -> float:
     _check_batch(z1, "z1")
     _check_batch(z2, "z2")
     if z1.shape != z2.shape:
-        raise ConfigError(f"alignment needs paired rows: z1 {tuple(z1.shape)} and z2 {tuple(z2.shape)} differ")
+        raise ConfigError(
+            f"alignment needs paired rows: z1 {tuple(z1.shape)} and z2 {tuple(z2.shape)} differ"
+        )
     if not alpha > 0:
         raise ConfigError(f"alpha must be > 0 (Wang & Isola use 2), got {alpha!r}")
     return float((_unit(z1) - _unit(z2)).norm(dim=1).pow(alpha).mean())
@@ -160,7 +162,8 @@ def gsg_case_stats(cases: Tensor, distances: Tensor) -> dict[str, float]:
       0 for reverse, up to ties).
     """
     if not isinstance(cases, Tensor) or cases.dim() != 1:
-        raise ConfigError(f"cases must be a 1-D tensor of case indices, got {getattr(cases, 'shape', cases)!r}")
+        got = getattr(cases, "shape", cases)
+        raise ConfigError(f"cases must be a 1-D tensor of case indices, got {got!r}")
     if not isinstance(distances, Tensor) or distances.dim() != 2 or distances.shape != (cases.shape[0], 4):
         raise ConfigError(
             f"distances must have shape (B, 4) = ({cases.shape[0]}, 4), matching cases, "

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from gsg.data import formats
 from gsg.errors import ConfigError, DataError
@@ -160,7 +161,7 @@ class FolderImageDataset(ImageDataset):
     def _decode(self, path: str) -> np.ndarray:
         try:
             return formats.decode_image(path, self.channels, self.image_size)
-        except (OSError, SyntaxError, ValueError, EOFError) as e:
+        except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
             if self.on_bad_file == "error":
                 raise DataError(f"unreadable image file {path} ({type(e).__name__}: {e}); delete or replace "
                                 f"it, or use on_bad_file='skip'") from e
@@ -377,8 +378,8 @@ def _waves(freqs: torch.Tensor, phase: torch.Tensor, amp: torch.Tensor, shift: t
     """Σ_m amp[b,m,c] cos(2π f[b,m]·((y, x) - shift[b]) + phase[b,m]) -> (B, C, S, S)."""
     y = coord[None, None, :, None] - shift[:, None, 0, None, None]  # (B, 1, S, 1)
     x = coord[None, None, None, :] - shift[:, None, 1, None, None]  # (B, 1, 1, S)
-    ang = 2 * math.pi * (freqs[..., 0, None, None] * y + freqs[..., 1, None, None] * x) + phase[..., None, None]
-    return torch.einsum("bmyx,bmc->bcyx", torch.cos(ang), amp)
+    ang = 2 * math.pi * (freqs[..., 0, None, None] * y + freqs[..., 1, None, None] * x)
+    return torch.einsum("bmyx,bmc->bcyx", torch.cos(ang + phase[..., None, None]), amp)
 
 
 def _blob(centre: torch.Tensor, amp: torch.Tensor, shift: torch.Tensor, coord: torch.Tensor,
@@ -392,15 +393,16 @@ def _blob(centre: torch.Tensor, amp: torch.Tensor, shift: torch.Tensor, coord: t
 
 
 def _random_freqs(shape: tuple[int, ...], g: torch.Generator) -> torch.Tensor:
-    """Integer frequencies in [-3, 3]² (periodic on the unit square, so shifts wrap seamlessly), never (0, 0)."""
+    """Integer frequencies in [-3, 3]², not (0, 0); periodic on [0, 1)², so shifts wrap."""
     f = torch.randint(-3, 4, (*shape, 2), generator=g).double()
     f[(f == 0).all(-1)] = 1.0
     return f
 
 
 def synthetic_images(n: int, *, channels: int = 3, image_size: int = SYNTHETIC_IMAGE_SIZE,
-                     num_classes: int = SYNTHETIC_CLASSES, sample_seed: int = 1, distractor: float = DISTRACTOR,
-                     noise: float = NOISE, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+                     num_classes: int = SYNTHETIC_CLASSES, sample_seed: int = 1,
+                     distractor: float = DISTRACTOR, noise: float = NOISE,
+                     chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
     """Deterministic labelled images: each class a smooth periodic pattern, each image a disturbed copy.
 
     Class k: t_k(c, p) = Σ_{m<3} a_kmc cos(2π f_km·p + φ_km) + b_kc exp(-|p - μ_k|²_wrap / 2σ²), p = (y, x)
@@ -408,7 +410,8 @@ def synthetic_images(n: int, *, channels: int = 3, image_size: int = SYNTHETIC_I
         x_i(c, p) = g_ic s_i t_k(c, p - δ_i) + λ d_i(c, p) + ε,
     shift δ_i ~ U[-1/4, 1/4]², contrast s_i ~ U[0.7, 1.3], colour gain g_ic ~ U[0.7, 1.3], a class-free
     distractor d_i (2 random waves, like a template's) of weight λ = distractor, and ε ~ N(0, noise²), all in
-    units of the templates' pixel std σ_t; stored as uint8 255·clip(0.5 + 0.2 x/σ_t, 0, 1) (pixel mean ≈ 0.5, std ≈ 0.25).
+    units of the templates' pixel std σ_t; stored as uint8 255·clip(0.5 + 0.2 x/σ_t, 0, 1) (pixel mean ≈ 0.5,
+    std ≈ 0.27). Raw-pixel 1-NN accuracy (512 train, 256 test, 32 px): 89% with 3 channels, 71% with 1.
     Shifts, colour and contrast are what the augmentations of SSL recipes are invariant to.
     Returns (uint8 (n, C, S, S), int64 (n,) labels, balanced).
     """
@@ -431,7 +434,8 @@ def synthetic_images(n: int, *, channels: int = 3, image_size: int = SYNTHETIC_I
     shift = (torch.rand(n, 2, generator=gs, dtype=torch.float64) - 0.5) / 2
     gain = (0.7 + 0.6 * torch.rand(n, 1, generator=gs, dtype=torch.float64)) * (
         0.7 + 0.6 * torch.rand(n, channels, generator=gs, dtype=torch.float64))
-    d_freqs, d_phase = _random_freqs((n, 2), gs), 2 * math.pi * torch.rand(n, 2, generator=gs, dtype=torch.float64)
+    d_freqs = _random_freqs((n, 2), gs)
+    d_phase = 2 * math.pi * torch.rand(n, 2, generator=gs, dtype=torch.float64)
     d_amp = torch.randn(n, 2, channels, generator=gs, dtype=torch.float64)
     eps = torch.randn(n, channels, image_size, image_size, generator=gs, dtype=torch.float32)
 
@@ -439,7 +443,8 @@ def synthetic_images(n: int, *, channels: int = 3, image_size: int = SYNTHETIC_I
     for i in range(0, n, chunk):
         sl = slice(i, min(i + chunk, n))
         x = gain[sl, :, None, None] * template(labels[sl], shift[sl])
-        x = x + distractor * scale * _waves(d_freqs[sl], d_phase[sl], d_amp[sl], torch.zeros_like(shift[sl]), coord)
+        still = torch.zeros_like(shift[sl])
+        x = x + distractor * scale * _waves(d_freqs[sl], d_phase[sl], d_amp[sl], still, coord)
         x = x + noise * scale * eps[sl]
         out[sl] = torch.round(255 * (0.5 + 0.2 * x / scale).clamp(0, 1)).to(torch.uint8)
     return out, labels

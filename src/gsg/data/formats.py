@@ -109,7 +109,9 @@ class _CifarUnpickler(pickle.Unpickler):
     _ALLOWED: ClassVar[set[tuple[str, str]]] = {
         ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
         ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-        ("numpy", "ndarray"), ("numpy", "dtype")}
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("_codecs", "encode"),  # how Python 3 writes bytes at protocol 2 (batches re-saved by Python 3)
+    }
 
     def find_class(self, module: str, name: str) -> object:
         if (module, name) not in self._ALLOWED:

@@ -112,7 +112,8 @@ def export_detectron2(ckpt_path: str | os.PathLike[str], out: str | os.PathLike[
 
 
 def export_backbone(ckpt_path: str | os.PathLike[str], out: str | os.PathLike[str], *,
-                    format: Literal["torchvision", "detectron2"] = "torchvision", target: bool = False) -> Path:
+                    format: Literal["torchvision", "detectron2"] = "torchvision",
+                    target: bool = False) -> Path:
     """Dispatch to :func:`export_torchvision` (``.pth``) or :func:`export_detectron2` (``.pkl``)."""
     if format == "torchvision":
         return export_torchvision(ckpt_path, out, target=target)

@@ -69,7 +69,8 @@ def mean_per_class_accuracy(preds: ArrayLike, targets: ArrayLike) -> float:
     return float(100.0 * np.mean(correct / total))
 
 
-def voc11_ap_per_class(scores: ArrayLike, targets: ArrayLike, difficult: ArrayLike | None = None) -> np.ndarray:
+def voc11_ap_per_class(scores: ArrayLike, targets: ArrayLike,
+                       difficult: ArrayLike | None = None) -> np.ndarray:
     """11-point interpolated AP of each class, in percent (see the module docstring for the formula).
 
     ``scores`` (N, C) or (N,): classifier scores, higher means "positive". ``targets`` the same shape with
@@ -86,7 +87,8 @@ def voc11_ap_per_class(scores: ArrayLike, targets: ArrayLike, difficult: ArrayLi
     if s.ndim == 1:
         s, y = s[:, None], y.reshape(-1, 1)
     if s.shape != y.shape or s.ndim != 2:
-        raise DataError(f"voc11 AP needs scores and targets of the same shape (N, C), got {s.shape} and {y.shape}")
+        raise DataError(f"voc11 AP needs scores and targets of the same shape (N, C), got {s.shape} and "
+                        f"{y.shape}")
     if not np.isin(y, (0, 1)).all():
         raise DataError("voc11 AP targets must be 1 (positive) or 0 (negative); pass VOC's 0 = difficult "
                         "entries through `difficult` (targets = labels == 1, difficult = labels == 0)")
@@ -113,7 +115,8 @@ def voc11_ap_per_class(scores: ArrayLike, targets: ArrayLike, difficult: ArrayLi
     return aps
 
 
-def voc11_average_precision(scores: ArrayLike, targets: ArrayLike, difficult: ArrayLike | None = None) -> float:
+def voc11_average_precision(scores: ArrayLike, targets: ArrayLike,
+                            difficult: ArrayLike | None = None) -> float:
     """VOC2007 11-point mAP in percent: the mean over classes of :func:`voc11_ap_per_class`.
 
     Example (one class; ranking +, −, +; precision 1, 1/2, 2/3 at recall 1/2, 1/2, 1; p_interp is 1 for

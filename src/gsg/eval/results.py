@@ -12,7 +12,7 @@ import math
 import os
 import re
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,7 @@ def write_result(ckpt_path: str | os.PathLike[str], protocol: str, dataset: str,
         "checkpoint_sha256": file_sha256(ckpt),
         "command": command if isinstance(command, str) or command is None else " ".join(map(str, command)),
         "gsg_version": gsg.__version__,
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
         "extra": _jsonable(extra or {}),
     }
     out = result_path(ckpt, protocol, dataset)
@@ -97,4 +97,5 @@ def _jsonable(obj: Any) -> Any:
         return None
     if obj is None or isinstance(obj, (str, int, float, bool)):
         return obj
-    raise ConfigError(f"result field of type {type(obj).__name__} is not JSON-serialisable; pass plain values")
+    raise ConfigError(f"result field of type {type(obj).__name__} is not JSON-serialisable; pass plain "
+                      "values")

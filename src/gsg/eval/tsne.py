@@ -34,7 +34,10 @@ def tsne_embedding(features: Tensor | np.ndarray, *, perplexity: float = 30.0, s
     """2-d t-SNE coordinates (N, 2) of ``features`` (N, D), PCA-initialised and seeded."""
     from sklearn.manifold import TSNE  # imported here: sklearn is only needed by this protocol
 
-    x = features.detach().float().cpu().numpy() if isinstance(features, Tensor) else np.asarray(features, np.float32)
+    if isinstance(features, Tensor):
+        x = features.detach().float().cpu().numpy()
+    else:
+        x = np.asarray(features, np.float32)
     if x.ndim != 2 or x.shape[0] < 2:
         raise DataError(f"t-SNE needs a (N, D) feature matrix with N >= 2, got shape {x.shape}")
     if not np.isfinite(x).all():
@@ -46,7 +49,8 @@ def tsne_embedding(features: Tensor | np.ndarray, *, perplexity: float = 30.0, s
 
 
 def tsne_plot(features: Tensor | np.ndarray, labels: Tensor | np.ndarray, class_names: Sequence[str] | None,
-              out_png: str | os.PathLike[str], title: str, *, max_points: int = 5000, perplexity: float = 30.0,
+              out_png: str | os.PathLike[str], title: str, *, max_points: int = 5000,
+              perplexity: float = 30.0,
               seed: int = 0, dpi: int = 150) -> Path:
     """Embed a seeded subsample of ``features`` with t-SNE and save a scatter coloured by class.
 

@@ -52,18 +52,24 @@ def _check_square(name: str, m: Tensor) -> None:
 def batch_correlation(f: Tensor) -> Tensor:
     """E_B[f fᵀ] = fᵀ f / N, uncentred, float32, from the detached rows of f (N, d)."""
     if not isinstance(f, Tensor) or f.dim() != 2 or f.shape[0] < 1:
-        raise ConfigError(f"f must be a non-empty (N, d) batch of projections, got shape {getattr(f, 'shape', f)!r}")
+        got = getattr(f, "shape", f)
+        raise ConfigError(f"f must be a non-empty (N, d) batch of projections, got shape {got!r}")
     x = f.detach().float()
     return x.T @ x / x.shape[0]
 
 
 def _check_rho(rho: float) -> None:
     if not 0.0 <= rho < 1.0:
-        raise ConfigError(f"rho (the correlation EMA decay) must be in [0, 1), got {rho!r}; DirectPred uses 0.3")
+        raise ConfigError(
+            f"rho (the correlation EMA decay) must be in [0, 1), got {rho!r}; DirectPred uses 0.3"
+        )
 
 
 def correlation_update(F_hat: Tensor | None, f: Tensor, rho: float) -> Tensor:
-    """F̂ ← ρ F̂ + (1-ρ) E_B[f fᵀ] (uncentred, f detached); F̂ = E_B[f fᵀ] when ``F_hat`` is None (first call)."""
+    """F̂ ← ρ F̂ + (1-ρ) E_B[f fᵀ] (uncentred, f detached); F̂ = E_B[f fᵀ] when ``F_hat`` is None (first call).
+
+    Returns a new float32 tensor; the inputs are not modified.
+    """
     _check_rho(rho)
     c = batch_correlation(f)
     if F_hat is None:
@@ -209,7 +215,7 @@ class DirectPredictor(nn.Module):
 
     @torch.no_grad()
     def observe(self, f: Tensor, all_reduce: Callable[[Tensor], Tensor] | None = None) -> None:
-        """Fold this step's projections f (N, d; both views concatenated) into F̂; every ``freq`` steps reset W_p.
+        """Fold this step's projections f (N, d; both views concatenated) into F̂; reset W_p every ``freq`` steps.
 
         ``all_reduce`` (for DDP): a function that returns the mean of its argument over processes, e.g.
         ``lambda t: (torch.distributed.all_reduce(t), t / world_size)[1]``; it is applied to E_B[f fᵀ] before
@@ -217,7 +223,7 @@ class DirectPredictor(nn.Module):
         """
         if not isinstance(f, Tensor) or f.dim() != 2 or f.shape[1] != self.dim:
             raise ConfigError(
-                f"observe expects the (N, {self.dim}) online projections, got shape {getattr(f, 'shape', f)!r}"
+                f"observe expects the (N, {self.dim}) online projections, got shape {getattr(f, 'shape', f)}"
             )
         c = batch_correlation(f).to(self.corr.device)
         if all_reduce is not None:

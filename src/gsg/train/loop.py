@@ -262,11 +262,8 @@ class Trainer:
         else:
             res = policy_loss(cfg.stop_gradient, p1=(p[0], p[1]), t1=(t[0], t[1]), partner=partner,
                               generator=self.aug_gen)  # type: ignore[arg-type]
-        observe = getattr(self.model.predictor, "observe", None)
-        if observe is not None:  # DirectPred/DirectCopy: statistics of this step's online projections
-            observe(torch.cat([out.z[0], out.z[1]]).detach().float(),
-                    all_reduce=(lambda x: all_reduce_mean(x, self.dist)) if self.dist.enabled else None)
-        stats = {"z_std": torch.tensor(normalized_std(out.z[0].detach().float()))}
+        stats = {"z_std": torch.tensor(normalized_std(out.z[0].detach().float())),
+                 "z_online": torch.cat([out.z[0], out.z[1]]).detach().float()}
         if res.cases is not None:
             stats["case_share"] = torch.bincount(res.cases, minlength=4).float() / b
         return res.loss, stats
@@ -297,6 +294,11 @@ class Trainer:
             self.scaler.update()
             momentum = momentum_at(self.state.step, self.total_steps, cfg.ssl.ema_momentum, cfg.ssl.ema_schedule)
             self.model.update_target(momentum)
+            observe = getattr(self.model.predictor, "observe", None)
+            if observe is not None:  # DirectPred/DirectCopy: set W_p from this step's online projections,
+                # after backward, since the forward's graph still holds the old W_p.
+                observe(stats["z_online"],
+                        all_reduce=(lambda x: all_reduce_mean(x, self.dist)) if self.dist.enabled else None)
             bad = ~torch.isfinite(loss.detach())
             first_bad = torch.where(bad & (first_bad < 0), torch.tensor(self.state.step, device=self.device),
                                     first_bad)
@@ -309,12 +311,12 @@ class Trainer:
             self.state.batch_in_epoch = i + 1
             if self.state.step % cfg.run.log_every == 0 or signals.received is not None:
                 self._check_finite(first_bad)
-                self.logger.log("step", self.state.step, {"epoch": epoch, "loss": float(loss), "lr": lr,
+                self.logger.log("step", self.state.step, {"epoch": epoch, "loss": float(loss.detach()), "lr": lr,
                                                           "ema_momentum": momentum, "z_std": float(stats["z_std"])})
             if bar is not None:
                 bar.update(1)
                 if self.state.step % 10 == 0:
-                    bar.set_postfix(loss=f"{float(loss):.4f}")
+                    bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
             if signals.received is not None:
                 if bar is not None:
                     bar.close()

@@ -1,0 +1,510 @@
+"""Transfer to other image-recognition datasets (GSG Table 2; protocol of Ericsson et al. 2021, App. D.1).
+
+Protocol, per dataset:
+
+1. Frozen features of every image: shorter side resized to 224 (bicubic), centre crop 224 × 224,
+   normalised with the backbone's own training statistics (ImageNet's for an ImageNet backbone, as in
+   ssl-transfer), backbone in eval mode.
+2. L2-regularised logistic regression (``gsg.eval.logreg``: sklearn L-BFGS, C = 1/wd), wd chosen on the
+   validation split among 45 log-spaced values in [1e-6, 1e5].
+3. Refit on train + validation with that wd, score the test split with the dataset's metric.
+
+=============  ==============  ================================================  ====================
+dataset        metric          splits (train / val / test)                       source
+=============  ==============  ================================================  ====================
+cifar10/100    top1            train, random 20% of train, test                  torchvision CIFAR
+aircraft       mean_per_class  train / val / test (variants, 100 classes)        FGVCAircraft
+caltech101     mean_per_class  30 per class (seeded), random 20% of it, rest     Caltech101 (101 cl.)
+cars           top1            train, random 20% of train, test                  StanfordCars
+dtd            top1            train1 / val1 / test1 (partition 1)               DTD
+flowers        mean_per_class  train / val / test                                Flowers102
+food           top1            train, random 20% of train, test                  Food101
+pets           mean_per_class  trainval, random 20% of it, test                  OxfordIIITPet
+sun397         top1            50 + 50 per class (seeded), random 20% of train   SUN397
+voc2007        voc11_map       train / val / test, 20 labels per image           VOCDetection 2007
+mnist, fashion-mnist, synthetic   top1   train, random 20% of train, test        gsg.data
+imagefolder    top1            train / val (if present, else 20% of train)       gsg.data (a folder
+                               / test                                            with those subfolders)
+=============  ==============  ================================================  ====================
+
+Deviations, all forced by what is available offline, and stated so results are read correctly:
+
+- SUN397: torchvision ships no official partition, so train/test are a seeded draw of 50 + 50 images
+  per class (the size of the official partitions); Caltech101: torchvision drops the
+  ``BACKGROUND_Google`` class, so 101 classes instead of ssl-transfer's 102.
+- gsg.data datasets (MNIST, Fashion-MNIST, image folders) are resized with bilinear + antialias
+  filtering (gsg.data's decoder and ``eval_transform``), not bicubic. ``image_size`` overrides 224, e.g.
+  28 for a 28-px Fashion-MNIST backbone.
+- VOC2007: an image is positive for a class when it has a non-difficult object of it, "difficult" when
+  its only objects of that class are difficult (left out of that class's training and AP), negative
+  otherwise.
+
+Features are cached in ``cache_dir`` as ``.pt`` files of plain tensors (loadable with
+``torch.load(weights_only=True)``), one per (checkpoint SHA-256, dataset, split, size), so reruns and the
+sweep do not re-embed. Nothing is downloaded unless ``download=True``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from gsg.checkpoint import file_sha256, load_backbone, save_atomic
+from gsg.data.datasets import DEFAULT_DATA_DIR, load_dataset
+from gsg.data.views import normalize
+from gsg.errors import CheckpointError, ConfigError, DataError
+from gsg.eval.logreg import DEFAULT_VALUES, Labels, LogRegClassifier, Metric, MultiLabel, sweep_regularization
+from gsg.models.embed import (
+    backbone_in_channels,
+    embed,
+    eval_mode,
+    forward_features,
+    match_channels,
+    module_device,
+)
+
+log = logging.getLogger(__name__)
+
+PROTOCOL_SIZE = 224
+VAL_FRACTION = 0.2
+CALTECH_TRAIN_PER_CLASS = 30
+SUN397_PER_CLASS = 50
+CACHE_FORMAT = 1
+VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+               "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+               "tvmonitor")
+
+
+@dataclass(frozen=True)
+class TransferDataset:
+    """How one transfer dataset is scored and split."""
+
+    name: str
+    metric: Metric
+    own_val: bool  # a predefined validation split (else a seeded 20% of train)
+    source: str  # "torchvision" or "gsg"
+
+
+TRANSFER_DATASETS: dict[str, TransferDataset] = {
+    d.name: d for d in (
+        TransferDataset("cifar10", "top1", False, "torchvision"),
+        TransferDataset("cifar100", "top1", False, "torchvision"),
+        TransferDataset("aircraft", "mean_per_class", True, "torchvision"),
+        TransferDataset("caltech101", "mean_per_class", False, "torchvision"),
+        TransferDataset("cars", "top1", False, "torchvision"),
+        TransferDataset("dtd", "top1", True, "torchvision"),
+        TransferDataset("flowers", "mean_per_class", True, "torchvision"),
+        TransferDataset("food", "top1", False, "torchvision"),
+        TransferDataset("pets", "mean_per_class", False, "torchvision"),
+        TransferDataset("sun397", "top1", False, "torchvision"),
+        TransferDataset("voc2007", "voc11_map", True, "torchvision"),
+        TransferDataset("mnist", "top1", False, "gsg"),
+        TransferDataset("fashion-mnist", "top1", False, "gsg"),
+        TransferDataset("synthetic", "top1", False, "gsg"),
+        TransferDataset("imagefolder", "top1", True, "gsg"),
+    )
+}
+_ALIASES = {"cifar-10": "cifar10", "cifar-100": "cifar100", "fgvc-aircraft": "aircraft",
+            "caltech": "caltech101",
+            "stanfordcars": "cars", "stanford-cars": "cars", "flowers102": "flowers", "food101": "food",
+            "oxford-pets": "pets", "oxfordiiitpet": "pets", "voc": "voc2007", "fmnist": "fashion-mnist",
+            "folder": "imagefolder"}
+
+
+def resolve_dataset(name: str) -> TransferDataset:
+    """The dataset spec of a (case-insensitive, alias-aware) name."""
+    key = name.strip().lower().replace("_", "-")
+    key = _ALIASES.get(key, key)
+    if key not in TRANSFER_DATASETS:
+        import difflib
+
+        close = difflib.get_close_matches(key, list(TRANSFER_DATASETS), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(f"unknown transfer dataset {name!r}; {hint}choose one of "
+                          f"{', '.join(TRANSFER_DATASETS)}")
+    return TRANSFER_DATASETS[key]
+
+
+# ------------------------------------------------------------------------------------------ features
+
+
+@dataclass
+class FeatureSplit:
+    """Frozen features of one split: ``labels`` (N,) int64, or (N, C) {0,1} with ``difficult`` for VOC."""
+
+    features: Tensor
+    labels: Tensor
+    difficult: Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(self.features.shape[0])
+
+    def take(self, idx: Tensor) -> FeatureSplit:
+        return FeatureSplit(self.features[idx], self.labels[idx],
+                            None if self.difficult is None else self.difficult[idx])
+
+    @staticmethod
+    def concat(a: FeatureSplit, b: FeatureSplit) -> FeatureSplit:
+        diff = None if a.difficult is None or b.difficult is None else torch.cat([a.difficult, b.difficult])
+        return FeatureSplit(torch.cat([a.features, b.features]), torch.cat([a.labels, b.labels]), diff)
+
+    def targets(self) -> Labels:
+        """Labels in the form ``gsg.eval.logreg`` takes (numpy, or a MultiLabel)."""
+        if self.labels.ndim == 2:
+            diff = None if self.difficult is None else self.difficult.numpy().astype(bool)
+            return MultiLabel(self.labels.numpy().astype(np.int64), diff)
+        return self.labels.numpy()
+
+    def to_dict(self) -> dict[str, Tensor]:
+        out = {"features": self.features, "labels": self.labels}
+        if self.difficult is not None:
+            out["difficult"] = self.difficult
+        return out
+
+
+def random_val_split(n: int, fraction: float = VAL_FRACTION, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """(train_idx, val_idx): a seeded permutation of range(n), its first ⌊fraction · n⌋ as validation."""
+    if not 0 < fraction < 1:
+        raise ConfigError(f"the validation fraction must be in (0, 1), got {fraction}")
+    n_val = int(np.floor(fraction * n))
+    if n_val < 1 or n_val >= n:
+        raise DataError(f"a split of {n} images is too small to hold out {fraction:.0%} for validation")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[n_val:].sort().values, perm[:n_val].sort().values
+
+
+def per_class_split(labels: Sequence[int], per_class_train: int, seed: int, per_class_test: int | None = None
+                    ) -> tuple[Tensor, Tensor]:
+    """Seeded ``per_class_train`` images per class for training; the rest (or ``per_class_test``) for test."""
+    y = torch.as_tensor(list(labels), dtype=torch.int64)
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(y), generator=g)
+    ys = y[order]
+    # Rank of each permuted item within its class: stable sort by class keeps the random order inside.
+    by_class = torch.sort(ys, stable=True)
+    sorted_y = by_class.values
+    first = torch.searchsorted(sorted_y, sorted_y, right=False)
+    rank = torch.empty_like(ys)
+    rank[by_class.indices] = torch.arange(len(ys)) - first
+    train = order[rank < per_class_train]
+    test_mask = rank >= per_class_train
+    if per_class_test is not None:
+        test_mask &= rank < per_class_train + per_class_test
+    return train.sort().values, order[test_mask].sort().values
+
+
+class _PILToUint8:
+    """PIL image → RGB, shorter side to ``size`` (bicubic), centre crop, uint8 (3, size, size) tensor."""
+
+    def __init__(self, size: int) -> None:
+        from torchvision import transforms as T
+
+        self.size = size
+        self.resize = T.Resize(size, interpolation=T.InterpolationMode.BICUBIC)
+        self.crop = T.CenterCrop(size)
+        self.to_tensor = T.PILToTensor()
+
+    def __call__(self, img: Any) -> Tensor:
+        return self.to_tensor(self.crop(self.resize(img.convert("RGB"))))
+
+
+class _VOCTarget:
+    """VOC annotation dict → int8 (2, 20): row 0 positive labels, row 1 "difficult only" flags."""
+
+    def __call__(self, target: dict[str, Any]) -> Tensor:
+        objects = target["annotation"].get("object", [])
+        if isinstance(objects, dict):
+            objects = [objects]
+        pos = torch.zeros(len(VOC_CLASSES), dtype=torch.int8)
+        hard = torch.zeros(len(VOC_CLASSES), dtype=torch.int8)
+        for obj in objects:
+            c = VOC_CLASSES.index(obj["name"])
+            if str(obj.get("difficult", "0")).strip() == "1":
+                hard[c] = 1
+            else:
+                pos[c] = 1
+        return torch.stack([pos, hard & (1 - pos)])
+
+
+@torch.no_grad()
+def embed_pil_dataset(backbone: nn.Module, dataset: Any, *, size: int, mean: Sequence[float],
+                      std: Sequence[float], batch_size: int = 64, device: str | torch.device = "cpu",
+                      workers: int = 0, channels_last: bool = False, amp_dtype: torch.dtype | None = None
+                      ) -> FeatureSplit:
+    """Features of a torch dataset of (PIL image, target): bicubic resize + centre crop (``_PILToUint8``).
+
+    ``dataset`` must already have its transform set to produce uint8 tensors (``prepare_pil_dataset``).
+    Targets: int class indices, or VOC's (2, C) tensors (positive, difficult).
+    """
+    from torch.utils.data import DataLoader
+
+    device = torch.device(device)
+    channels = backbone_in_channels(backbone)
+    mean, std = tuple(map(float, mean)), tuple(map(float, std))
+    if len(mean) != channels:
+        raise ConfigError(f"mean/std have {len(mean)} entries but the backbone takes {channels} channel(s)")
+    if module_device(backbone).type != device.type:
+        raise ConfigError(f"the backbone is on {module_device(backbone)}, not {device}; move it first")
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                        pin_memory=device.type == "cuda")
+    feats: list[Tensor] = []
+    targets: list[Tensor] = []
+    with eval_mode(backbone):
+        for images, target in loader:
+            x = match_channels(images.to(device, non_blocking=True), channels).float().div_(255.0)
+            x = normalize(x, mean, std)
+            f = forward_features(backbone, x, channels_last=channels_last, amp_dtype=amp_dtype)
+            feats.append(f.cpu())
+            targets.append(torch.as_tensor(target))
+    if not feats:
+        raise DataError("the dataset split is empty")
+    f, t = torch.cat(feats), torch.cat(targets)
+    if not torch.isfinite(f).all():
+        raise DataError("the backbone produced NaN or infinite features; the checkpoint is diverged or "
+                        "corrupt")
+    if t.ndim == 3:  # VOC: (N, 2, C)
+        return FeatureSplit(f, t[:, 0].to(torch.int64), t[:, 1].bool())
+    return FeatureSplit(f, t.to(torch.int64))
+
+
+def _torchvision_split(name: str, split: str, root: Path, download: bool, size: int, seed: int) -> Any:
+    """The torchvision dataset (with the protocol transform) behind a source split of a transfer dataset."""
+    from torch.utils.data import Subset
+    from torchvision import datasets as D
+
+    tf = _PILToUint8(size)
+    kw: dict[str, Any] = {"transform": tf, "download": download}
+    if name in ("cifar10", "cifar100"):
+        cls = D.CIFAR10 if name == "cifar10" else D.CIFAR100
+        return cls(root, train=split == "train", **kw)
+    if name == "aircraft":
+        return D.FGVCAircraft(root, split=split, annotation_level="variant", **kw)
+    if name == "cars":
+        return D.StanfordCars(root, split=split, **kw)
+    if name == "dtd":
+        return D.DTD(root, split=split, partition=1, **kw)
+    if name == "flowers":
+        return D.Flowers102(root, split=split, **kw)
+    if name == "food":
+        return D.Food101(root, split=split, **kw)
+    if name == "pets":
+        return D.OxfordIIITPet(root, split="trainval" if split == "train" else "test",
+                               target_types="category", **kw)
+    if name == "voc2007":
+        return D.VOCDetection(root, year="2007", image_set=split, target_transform=_VOCTarget(), **kw)
+    if name == "caltech101":
+        ds = D.Caltech101(root, target_type="category", **kw)
+        train, test = per_class_split(ds.y, CALTECH_TRAIN_PER_CLASS, seed)
+        return Subset(ds, (train if split == "train" else test).tolist())
+    if name == "sun397":
+        ds = D.SUN397(root, **kw)
+        # rglob order depends on the file system: sort by path so the seeded split is reproducible.
+        by_path = sorted(range(len(ds._image_files)), key=lambda i: str(ds._image_files[i]))
+        labels = [ds._labels[i] for i in by_path]
+        train, test = per_class_split(labels, SUN397_PER_CLASS, seed, per_class_test=SUN397_PER_CLASS)
+        chosen = train if split == "train" else test
+        return Subset(ds, [by_path[i] for i in chosen.tolist()])
+    raise ConfigError(f"{name} is not a torchvision transfer dataset")
+
+
+def _source_splits(spec: TransferDataset, data_dir: Path | None) -> list[str]:
+    if spec.name == "imagefolder":
+        assert data_dir is not None
+        has_val = (data_dir / "val").is_dir()
+        return ["train", "val", "test"] if has_val else ["train", "test"]
+    return ["train", "val", "test"] if spec.own_val else ["train", "test"]
+
+
+def cache_path(cache_dir: Path, sha256: str, dataset: str, split: str, size: int, *, target: bool = False,
+               seed: int | None = None, data_dir: Path | None = None) -> Path:
+    """``<cache_dir>/<sha[:16]>-<dataset>-<split>-<size>px[-s<seed>][-target].pt``.
+
+    Image folders add a hash of their absolute path (two folders must not share features); datasets whose
+    train/test split is drawn (Caltech101, SUN397) add the seed.
+    """
+    ds = dataset
+    if data_dir is not None and dataset == "imagefolder":
+        digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:8]
+        ds = f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', data_dir.resolve().name)}-{digest}"
+    parts = [sha256[:16], ds, split, f"{size}px"]
+    if seed is not None:
+        parts.append(f"s{seed}")
+    if target:
+        parts.append("target")
+    return cache_dir / ("-".join(parts) + ".pt")
+
+
+def load_cached(path: Path) -> FeatureSplit | None:
+    """A cached FeatureSplit, or None when absent or unreadable (it is then recomputed)."""
+    if not path.is_file():
+        return None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return FeatureSplit(obj["features"], obj["labels"], obj.get("difficult"))
+    except Exception as exc:  # a truncated or foreign file: recompute rather than fail the evaluation
+        log.warning("ignoring unreadable feature cache %s (%s); recomputing", path, exc)
+        return None
+
+
+def extract_features(backbone: nn.Module, dataset: str, *, mean: Sequence[float], std: Sequence[float],
+                     data_dir: str | os.PathLike[str] | None = None, download: bool = False,
+                     image_size: int = PROTOCOL_SIZE, batch_size: int = 64,
+                     device: str | torch.device = "cpu",
+                     workers: int = 0, seed: int = 0, cache_dir: str | os.PathLike[str] | None = None,
+                     cache_key: str | None = None, target: bool = False, channels_last: bool = False,
+                     amp_dtype: torch.dtype | None = None) -> dict[str, FeatureSplit]:
+    """Features of each source split of ``dataset`` (``train``, ``test`` and, when predefined, ``val``).
+
+    With ``cache_dir`` and ``cache_key`` (the checkpoint's SHA-256), each split is read from / written to
+    the cache. ``mean``/``std``: the backbone's normalisation.
+    """
+    spec = resolve_dataset(dataset)
+    root = Path(data_dir).expanduser() if data_dir is not None else None
+    if spec.name == "imagefolder" and root is None:
+        raise ConfigError("transfer to 'imagefolder' needs data_dir: a folder with train/ and test/ (and "
+                          "optionally val/) subfolders, one subfolder per class in each")
+    drawn = spec.name in ("caltech101", "sun397")
+    out: dict[str, FeatureSplit] = {}
+    for split in _source_splits(spec, root):
+        path = None
+        if cache_dir is not None and cache_key is not None:
+            path = cache_path(Path(cache_dir), cache_key, spec.name, split, image_size, target=target,
+                              seed=seed if drawn else None, data_dir=root)
+            cached = load_cached(path)
+            if cached is not None:
+                log.info("transfer: %s/%s features from cache %s", spec.name, split, path)
+                out[split] = cached
+                continue
+        log.info("transfer: embedding %s/%s at %d px", spec.name, split, image_size)
+        if spec.source == "gsg":
+            ds = _load_gsg(spec.name, split, root, download, image_size)
+            f, y = embed(backbone, ds, batch_size=batch_size, device=device, size=image_size, mean=mean,
+                         std=std, resize=image_size, channels_last=channels_last, amp_dtype=amp_dtype,
+                         workers=workers)
+            feat = FeatureSplit(f, y)
+        else:
+            tv = _open_torchvision(spec.name, split, root or DEFAULT_DATA_DIR, download, image_size, seed)
+            feat = embed_pil_dataset(backbone, tv, size=image_size, mean=mean, std=std, batch_size=batch_size,
+                                     device=device, workers=workers, channels_last=channels_last,
+                                     amp_dtype=amp_dtype)
+        if path is not None:
+            save_atomic({**feat.to_dict(), "format": CACHE_FORMAT, "checkpoint_sha256": cache_key,
+                         "dataset": spec.name, "split": split, "image_size": image_size}, path)
+        out[split] = feat
+    return out
+
+
+def _load_gsg(name: str, split: str, root: Path | None, download: bool, image_size: int) -> Any:
+    ds = load_dataset(name, split, data_dir=root, download=download,
+                      image_size=image_size if name == "imagefolder" else None)
+    if int(ds.labels.min()) < 0:
+        raise DataError(f"the {split} split of {name} has unlabelled images; transfer needs labels in "
+                        "every split")
+    return ds
+
+
+def _open_torchvision(name: str, split: str, root: Path, download: bool, size: int, seed: int) -> Any:
+    try:
+        return _torchvision_split(name, split, root, download, size, seed)
+    except (RuntimeError, FileNotFoundError, OSError) as exc:
+        if download:
+            how = f"download failed; check the network, or place the files in {root}"
+        else:
+            how = f"rerun with download allowed (--download), or place its torchvision layout in {root}"
+        if name == "cars":
+            how += " (StanfordCars is no longer downloadable through torchvision: fetch it by hand)"
+        raise DataError(f"{name} ({split}) is not available in {root}: {exc}. Fix: {how}") from exc
+
+
+# ------------------------------------------------------------------------------------------ protocol
+
+
+def evaluate_splits(splits: dict[str, FeatureSplit], metric: Metric, *, values: Sequence[float] | np.ndarray =
+                    DEFAULT_VALUES, seed: int = 0, val_fraction: float = VAL_FRACTION, max_iter: int = 100
+                    ) -> dict[str, Any]:
+    """Sweep wd on train → val, refit on train + val, score test. ``splits`` has train, test[, val].
+
+    Without a ``val`` split, a seeded ``val_fraction`` of train is held out for the sweep and the refit
+    uses all of train (ssl-transfer's ``trainval``).
+    """
+    train, test = splits["train"], splits["test"]
+    if "val" in splits:
+        fit, val, trainval = train, splits["val"], FeatureSplit.concat(train, splits["val"])
+        val_source = "predefined"
+    else:
+        tr_idx, va_idx = random_val_split(len(train), val_fraction, seed)
+        fit, val, trainval = train.take(tr_idx), train.take(va_idx), train
+        val_source = f"random {val_fraction:.0%} of train (seed {seed})"
+    Xf, Xv = fit.features.numpy(), val.features.numpy()
+    best_wd, scores = sweep_regularization(Xf, fit.targets(), Xv, val.targets(), values=values, metric=metric,
+                                           max_iter=max_iter)
+    clf = LogRegClassifier(metric, max_iter=max_iter)
+    clf.fit(trainval.features.numpy(), trainval.targets(), best_wd)
+    value = clf.score(test.features.numpy(), test.targets())
+    log.info("transfer: test %s = %.2f (wd %.3g)", metric, value, best_wd)
+    values_list = [float(v) for v in np.asarray(values).reshape(-1)]
+    return {
+        "metric": metric,
+        "value": value,
+        "best_wd": best_wd,
+        "best_C": 1.0 / best_wd,
+        "val_score": max(scores),
+        "sweep": [{"wd": v, "val": s} for v, s in zip(values_list, scores, strict=True)],
+        "val_split": val_source,
+        "sizes": {"train": len(fit), "val": len(val), "trainval": len(trainval), "test": len(test)},
+        "feature_dim": int(train.features.shape[1]),
+    }
+
+
+def transfer(ckpt_path: str | os.PathLike[str], dataset: str, *,
+             data_dir: str | os.PathLike[str] | None = None,
+             download: bool = False, image_size: int = PROTOCOL_SIZE, batch_size: int = 64,
+             device: str | torch.device = "cpu", workers: int = 0,
+             cache_dir: str | os.PathLike[str] | None = None, seed: int = 0,
+             values: Sequence[float] | np.ndarray = DEFAULT_VALUES, max_iter: int = 100, target: bool = False,
+             val_fraction: float = VAL_FRACTION, channels_last: bool = False,
+             amp_dtype: torch.dtype | None = None) -> dict[str, Any]:
+    """Run the transfer protocol (module docstring) for a checkpoint's backbone on ``dataset``.
+
+    ``cache_dir`` default: ``<checkpoint dir>/features``. ``target=True`` evaluates BYOL's EMA backbone.
+    Returns :func:`evaluate_splits`'s dict plus ``dataset``, ``image_size``, ``checkpoint_sha256`` and
+    ``num_classes``.
+    """
+    spec = resolve_dataset(dataset)
+    if image_size < 1:
+        raise ConfigError(f"image_size must be positive, got {image_size}")
+    device = torch.device(device)
+    backbone, ckpt = load_backbone(ckpt_path, "cpu", target=target)
+    backbone = backbone.to(device)
+    data = ckpt.get("data") or {}
+    if "mean" not in data or "std" not in data:
+        raise CheckpointError(f"{ckpt_path} records no normalisation (data.mean/std); it was not written by "
+                              "`gsg pretrain`")
+    sha = file_sha256(ckpt_path)
+    cache = Path(cache_dir) if cache_dir is not None else Path(ckpt_path).parent / "features"
+    splits = extract_features(backbone, spec.name, mean=data["mean"], std=data["std"], data_dir=data_dir,
+                              download=download, image_size=image_size, batch_size=batch_size, device=device,
+                              workers=workers, seed=seed, cache_dir=cache, cache_key=sha, target=target,
+                              channels_last=channels_last, amp_dtype=amp_dtype)
+    result = evaluate_splits(splits, spec.metric, values=values, seed=seed, val_fraction=val_fraction,
+                             max_iter=max_iter)
+    labels = splits["train"].labels
+    result.update({
+        "dataset": spec.name if spec.name != "imagefolder" else str(data_dir),
+        "image_size": image_size,
+        "checkpoint_sha256": sha,
+        "target_backbone": target,
+        "num_classes": int(labels.shape[1]) if labels.ndim == 2 else int(labels.max()) + 1,
+        "cache_dir": str(cache),
+    })
+    return result

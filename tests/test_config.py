@@ -1,0 +1,59 @@
+"""Config schema: defaults, presets, files, overrides, and errors that name the nearest valid key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gsg.config import Config, from_dict, load_config, preset_names
+from gsg.errors import ConfigError
+
+
+def test_presets_exist_and_load() -> None:
+    assert {"quickstart", "cifar10", "imagenet"} <= set(preset_names())
+    q = load_config(preset="quickstart")
+    assert q.data.dataset == "fashion-mnist" and q.model.width < 1
+    c = load_config(preset="cifar10")
+    assert (c.optim.batch_size, c.optim.lr, c.optim.weight_decay, c.optim.schedule) == (512, 0.06, 5e-4, "constant")
+    assert c.model.cifar_stem and c.optim.epochs == 200
+    i = load_config(preset="imagenet")
+    assert (i.model.backbone, i.model.proj_layers, i.optim.weight_decay, i.optim.epochs) == ("resnet50", 3, 1e-4, 100)
+    assert i.optim.base_lr * i.optim.batch_size / 256 == pytest.approx(0.1)
+
+
+def test_precedence_defaults_preset_file_overrides(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text('[optim]\nepochs = 7\nbatch_size = 64\n[ssl]\nmethod = "byol"\n')
+    cfg = load_config(preset="quickstart", file=f, overrides={"optim": {"epochs": 3}})
+    assert (cfg.optim.epochs, cfg.optim.batch_size, cfg.ssl.method, cfg.data.dataset) == (3, 64, "byol", "fashion-mnist")
+
+
+def test_unknown_key_names_the_nearest_valid_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="did you mean 'batch_size'"):
+        load_config(overrides={"optim": {"batch_sise": 3}})
+    with pytest.raises(ConfigError, match="did you mean 'optim'"):
+        load_config(overrides={"optm": {"epochs": 3}})
+    f = tmp_path / "c.json"
+    f.write_text('{"model": {"predictr": "mlp"}}')
+    with pytest.raises(ConfigError, match="predictor"):
+        load_config(file=f)
+
+
+def test_bad_values_are_rejected_with_choices() -> None:
+    with pytest.raises(ConfigError, match="guided"):
+        load_config(overrides={"ssl": {"stop_gradient": "guidedd"}})
+    with pytest.raises(ConfigError, match="integer"):
+        load_config(overrides={"optim": {"epochs": 2.5}})
+    with pytest.raises(ConfigError, match="positive"):
+        load_config(overrides={"optim": {"batch_size": 0}})
+    with pytest.raises(ConfigError, match="at least 2"):
+        load_config(overrides={"optim": {"batch_size": 1}})
+    with pytest.raises(ConfigError, match="unknown preset 'quikstart'; did you mean 'quickstart'"):
+        load_config(preset="quikstart")
+
+
+def test_round_trip_through_dict() -> None:
+    cfg = load_config(preset="cifar10", overrides={"model": {"proj_last_bn": "affine"}})
+    assert from_dict(cfg.to_dict()) == cfg
+    assert Config() == from_dict(Config().to_dict())
