@@ -96,14 +96,15 @@ def test_balancing_invariant_is_conserved_with_eta_zero() -> None:
 def test_balancing_residual_decays_as_exp_minus_two_eta_t() -> None:
     eta = 0.05
     tr = simulate_linear(n1=6, n2=4, sigma2=0.2, eta=eta, alpha_p=0.5, beta=1.0, init_scale=0.8, seed=4,
-                         dt=0.01, t_max=20.0, record_every=500)
+                         dt=0.0025, t_max=20.0, record_every=2000)
     R = balancing_residual(tr.W, tr.Wp, alpha_p=0.5)
     expected = np.exp(-2.0 * eta * tr.times)[:, None, None] * R[0]
     assert np.abs(R - expected).max() < 1e-9 * np.abs(R[0]).max()
 
 
 def test_euler_is_first_order_and_rk4_much_more_accurate() -> None:
-    kw = dict(n1=5, n2=3, sigma2=0.3, eta=0.0, beta=0.5, init_scale=0.8, seed=2, t_max=5.0, record_every=10**6)
+    kw = dict(n1=5, n2=3, sigma2=0.3, eta=0.0, beta=0.5, init_scale=0.8, seed=2, t_max=5.0,
+              record_every=10**6)
 
     def drift(method: str, dt: float) -> float:
         tr = simulate_linear(method=method, dt=dt, **kw)
@@ -126,10 +127,10 @@ def test_symmetric_reduction_matches_the_full_dynamics() -> None:
     W0 = 0.5 * rng.standard_normal((4, 7))
     Wp0 = rng.standard_normal((4, 4)) * 0.3
     Wp0 = 0.5 * (Wp0 + Wp0.T)
-    full = simulate_linear(W0=W0, Wp0=Wp0, sigma2=0.4, eta=0.03, alpha_p=1.5, beta=None, symmetric_predictor=True,
-                           dt=0.01, t_max=10.0, record_every=100)
-    red = simulate_symmetric(Wp0, W0 @ W0.T, tau=1.0, sigma2=0.4, eta=0.03, alpha_p=1.5, dt=0.01, t_max=10.0,
-                             record_every=100)
+    full = simulate_linear(W0=W0, Wp0=Wp0, sigma2=0.4, eta=0.03, alpha_p=1.5, beta=None,
+                           symmetric_predictor=True, dt=0.0025, t_max=10.0, record_every=400)
+    red = simulate_symmetric(Wp0, W0 @ W0.T, tau=1.0, sigma2=0.4, eta=0.03, alpha_p=1.5, dt=0.0025,
+                             t_max=10.0, record_every=400)
     np.testing.assert_allclose(red.times, full.times)
     assert np.abs(red.F - full.F).max() < 1e-9
     assert np.abs(red.Wp - full.Wp).max() < 1e-9
@@ -170,11 +171,27 @@ def test_modes_converge_to_p_plus_in_its_basin_and_to_zero_in_the_collapse_basin
     assert np.all(np.abs(p_end[3:]) < 1e-8) and np.all(s_end[3:] < 1e-12)
 
 
+def test_mode_equations_equal_the_scalar_lemma1_system() -> None:
+    # n1 = n2 = 1: s = w^2, p = w_p, tau = w_a / w, so Eqs. 11-13 are exact (also with an EMA target).
+    w0, p0, wa0 = 0.3, 0.2, 0.1
+    kw = dict(sigma2=SIGMA2, eta=0.04, alpha_p=1.5, beta=0.4, dt=0.01, t_max=40.0, record_every=500)
+    full = simulate_linear(W0=[[w0]], Wp0=[[p0]], Wa0=np.array([[wa0]]), **kw)
+    modes = simulate_modes(p0, w0**2, tau0=wa0 / w0, **kw)
+    np.testing.assert_allclose(modes.p, full.Wp[:, 0, 0], atol=1e-9)
+    np.testing.assert_allclose(modes.s, full.F[:, 0, 0], atol=1e-9)
+    np.testing.assert_allclose(modes.tau, full.Wa[:, 0, 0] / full.W[:, 0, 0], atol=1e-8)
+    # The EMA lets tau rise to 1 and the mode settles at p*_+(tau = 1).
+    late = simulate_modes(p0, w0**2, tau0=wa0 / w0, **{**kw, "dt": 0.1, "t_max": 400.0})
+    _, pp = fixed_points(1.0, SIGMA2, 0.04)
+    assert late.tau[-1] == pytest.approx(1.0, abs=1e-8) and late.p[-1] == pytest.approx(pp, abs=1e-8)
+
+
 def test_eq14_parabola_constant_decays_exactly() -> None:
     eta, alpha_p = 0.03, 2.0
     p0 = np.array([0.1, 0.4, -0.2])
     s0 = np.array([0.3, 0.01, 0.2])
-    tr = simulate_modes(p0, s0, sigma2=SIGMA2, eta=eta, alpha_p=alpha_p, dt=0.05, t_max=50.0, record_every=100)
+    tr = simulate_modes(p0, s0, sigma2=SIGMA2, eta=eta, alpha_p=alpha_p, dt=0.01, t_max=50.0,
+                        record_every=500)
     c = parabola_constant(tr.p, tr.s, alpha_p)
     expected = parabola_constant(p0, s0, alpha_p) * np.exp(-2 * eta * tr.times)[:, None]
     assert np.abs(c - expected).max() < 1e-10
@@ -244,7 +261,8 @@ def test_directpred_predictor_commutes_and_has_the_eq18_spectrum() -> None:
     Wp = directpred_predictor(F, eps=0.1)
     assert commutator_norm(F, Wp) < 1e-12
     s = np.clip(np.linalg.eigvalsh(F), 0, None)
-    np.testing.assert_allclose(np.sort(np.linalg.eigvalsh(Wp)), np.sort(np.sqrt(s) + 0.1 * s.max()), atol=1e-10)
+    expected = np.sort(np.sqrt(s) + 0.1 * s.max())
+    np.testing.assert_allclose(np.sort(np.linalg.eigvalsh(Wp)), expected, atol=1e-10)
 
 
 def test_directpred_dynamics_rescue_modes_and_reach_p_plus() -> None:
@@ -293,53 +311,43 @@ def test_divergence_is_reported() -> None:
 # run_simulation
 # ------------------------------------------------------------------------------------------------
 
-_SMALL: dict[str, dict] = {
-    "trajectories": {"n1": 6, "n2": 3, "t_max": 20.0, "record_every": 20, "init_scale": 0.5},
-    "alignment": {"n1": 6, "n2": 3, "t_max": 20.0, "record_every": 20, "init_scale": 0.5},
-    "phase": {"grid": 8, "t_max": 20.0, "dt": 0.5},
-    "weight_decay": {"n1": 6, "n2": 3, "t_max": 20.0, "record_every": 50, "etas": "0,0.1,0.2", "n_starts": 5},
-    "ema": {"n1": 6, "n2": 3, "t_max": 20.0, "record_every": 50, "betas": "none,0.4"},
-    "predictor_lr": {"n1": 6, "n2": 3, "t_max": 20.0, "record_every": 50, "alphas": [0.5, 2.0], "grid": 5},
-}
-
-
 def _is_png(path: Path) -> bool:
     return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("experiment", SIMULATION_EXPERIMENTS)
-def test_run_simulation_writes_png_and_json(experiment: str, tmp_path: Path) -> None:
-    result = run_simulation(experiment, tmp_path, **_SMALL[experiment])
-    png, js = tmp_path / f"{experiment}.png", tmp_path / f"{experiment}.json"
-    assert result["files"] == [str(png), str(js)]
-    assert _is_png(png) and png.stat().st_size > 10_000
-    assert json.loads(js.read_text()) == result
-    assert result["experiment"] == experiment
-    params = result["parameters"]
-    assert params["n1" if "n1" in params else "grid"] in (6, 8)
-
-
-def test_run_simulation_key_numbers(tmp_path: Path) -> None:
-    res = run_simulation("trajectories", tmp_path, n1=8, n2=4, t_max=200.0, record_every=100, init_scale=0.5)
-    th = res["theory"]
-    assert th["eta_c"] == pytest.approx(1.0 / 6.0)
-    assert th["p_plus"] == pytest.approx(fixed_points(1.0, 0.5, 0.04)[1])
-    run = res["runs"]["gradient Wp"]
-    alive = [not c for c in run["collapsed"]]
-    assert sum(alive) >= 1 and run["max_abs_p_minus_p_plus_alive"] < 1e-6
-    assert len(run["final_s"]) == 4
-
-    ph = run_simulation("phase", tmp_path, etas=[0.0, 0.2], grid=6, t_max=30.0, dt=0.5)
-    assert ph["per_eta"][1]["collapse_inevitable"] is True and ph["per_eta"][1]["p_plus"] is None
-    assert ph["per_eta"][1]["basin_fraction_of_grid"] == 1.0
-
-
-def test_run_simulation_all_and_errors(tmp_path: Path) -> None:
-    res = run_simulation("all", tmp_path, n1=5, n2=2, t_max=10.0, grid=5, dt=0.5, record_every=100,
-                         etas="0,0.2", betas="none", alphas="1", n_starts=3)
+def test_run_simulation_all_writes_every_png_and_json(tmp_path: Path) -> None:
+    # Tiny sizes; CLI-style string overrides go to every experiment that has the parameter.
+    res = run_simulation("all", tmp_path, n1="5", n2=3, init_scale=0.6, t_max=150.0, dt=0.5, record_every=30,
+                         grid=6, etas="0,0.2", betas="none,0.4", alphas="0.5,2", n_starts=4)
     assert set(res) == set(SIMULATION_EXPERIMENTS)
     for e in SIMULATION_EXPERIMENTS:
-        assert (tmp_path / f"{e}.png").exists() and (tmp_path / f"{e}.json").exists()
+        png, js = tmp_path / f"{e}.png", tmp_path / f"{e}.json"
+        assert res[e]["files"] == [str(png), str(js)]
+        assert _is_png(png) and png.stat().st_size > 10_000
+        assert json.loads(js.read_text()) == res[e]
+        assert res[e]["experiment"] == e
+
+    # Key numbers in the JSON.
+    th = res["trajectories"]["theory"]
+    assert th["eta_c"] == pytest.approx(1.0 / 6.0)
+    assert th["p_plus"] == pytest.approx(fixed_points(1.0, 0.5, 0.04)[1])
+    assert res["trajectories"]["parameters"]["n1"] == 5
+    for run in res["trajectories"]["runs"].values():
+        assert len(run["final_s"]) == 3 and len(run["collapsed"]) == 3
+        if not all(run["collapsed"]):
+            assert run["max_abs_p_minus_p_plus_alive"] < 1e-4
+    phase = res["phase"]["per_eta"]
+    assert [x["eta"] for x in phase] == [0.0, 0.2]
+    assert phase[1]["collapse_inevitable"] is True and phase[1]["p_plus"] is None
+    assert phase[1]["basin_fraction_of_grid"] == 1.0 and phase[0]["basin_fraction_of_grid"] < 0.5
+    wd = res["weight_decay"]["per_eta"]
+    assert wd[1]["n_alive"] == 0 and all(wd[1]["collapsed"])
+    assert [b["beta"] for b in res["ema"]["per_beta"]] == [None, 0.4]
+    assert [a["alpha_p"] for a in res["predictor_lr"]["per_alpha"]] == [0.5, 2.0]
+    assert res["predictor_lr"]["per_alpha"][1]["s_plus"] == pytest.approx(th["p_plus"] ** 2 / 2.0)
+
+
+def test_run_simulation_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown simulation experiment"):
         run_simulation("nonsense", tmp_path)
     with pytest.raises(ConfigError, match="no parameter 'etas'"):
@@ -348,4 +356,9 @@ def test_run_simulation_all_and_errors(tmp_path: Path) -> None:
         run_simulation("trajectories", tmp_path, eta="lots")
     with pytest.raises(ConfigError, match="no experiment has"):
         run_simulation("all", tmp_path, bogus=1)
+    with pytest.raises(ConfigError, match="not a boolean"):
+        run_simulation("predictor_lr", tmp_path, symmetric_predictor="maybe")
+    with pytest.raises(ConfigError, match="method"):
+        run_simulation("phase", tmp_path, method="leapfrog")
+    assert not list(tmp_path.iterdir())  # nothing written on bad input
     assert experiment_defaults("ema")["betas"][0] is None

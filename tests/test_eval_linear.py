@@ -32,7 +32,7 @@ class ColourNet(nn.Module):
 
 
 def colour_dataset(n: int, seed: int, *, shuffle_labels: bool = False, size: int = 16) -> TensorImageDataset:
-    """Uniform-colour images (4 classes, one colour each) with pixel noise: linearly separable by mean colour."""
+    """Uniform-colour images (4 classes, one colour each) plus pixel noise: separable by mean colour."""
     g = torch.Generator().manual_seed(seed)
     y = torch.randint(0, 4, (n,), generator=g)
     img = PALETTE[y][:, :, None, None] + 20 * torch.randn(n, 3, size, size, generator=g)
@@ -64,8 +64,9 @@ def test_linear_probe_shuffled_labels_is_chance() -> None:
 def test_linear_probe_is_deterministic_and_leaves_backbone_frozen() -> None:
     net = ColourNet()
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    a = linear_probe(net, colour_dataset(64, 0), colour_dataset(32, 1), epochs=2, batch_size=16, mode="augment")
-    b = linear_probe(net, colour_dataset(64, 0), colour_dataset(32, 1), epochs=2, batch_size=16, mode="augment")
+    kw = {"epochs": 2, "batch_size": 16, "mode": "augment"}
+    a = linear_probe(net, colour_dataset(64, 0), colour_dataset(32, 1), **kw)
+    b = linear_probe(net, colour_dataset(64, 0), colour_dataset(32, 1), **kw)
     assert torch.equal(a["state_dict"]["weight"], b["state_dict"]["weight"])
     for k, v in net.state_dict().items():  # BN running stats untouched: the backbone stays in eval mode
         assert torch.equal(v, before[k]), k
@@ -135,8 +136,8 @@ def test_embed_order_labels_and_restores_train_mode() -> None:
 def test_embed_gray_dataset_on_rgb_backbone_repeats_channel() -> None:
     rgb = colour_dataset(10, 4)
     gray = TensorImageDataset("g", rgb.images[:, :1].contiguous(), rgb.labels, rgb.classes, (0.5,), (0.25,))
-    rep = TensorImageDataset("r", rgb.images[:, :1].expand(-1, 3, -1, -1).contiguous(), rgb.labels, rgb.classes,
-                             (0.5,) * 3, (0.25,) * 3)
+    rep = TensorImageDataset("r", rgb.images[:, :1].expand(-1, 3, -1, -1).contiguous(), rgb.labels,
+                             rgb.classes, (0.5,) * 3, (0.25,) * 3)
     net = ColourNet()
     f_gray, _ = embed(net, gray, batch_size=4, mean=(0.5,) * 3, std=(0.25,) * 3)
     f_rep, _ = embed(net, rep, batch_size=4, mean=(0.5,) * 3, std=(0.25,) * 3)

@@ -1,4 +1,4 @@
-"""Logistic regression: separable features are learnt, shuffled labels give chance, the sweep picks the best."""
+"""Logistic regression: separable data is learnt, shuffled labels give chance, the sweep picks the best."""
 
 from __future__ import annotations
 
@@ -36,22 +36,21 @@ def test_wd_maps_to_sklearn_C() -> None:
     assert clf.estimators[0].C == pytest.approx(1 / 250.0)
 
 
-def test_sweep_picks_the_best_validation_value_with_monkeypatched_scorer(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sweep_picks_the_best_value_with_monkeypatched_scorer(monkeypatch: pytest.MonkeyPatch) -> None:
     # A scorer whose validation score peaks at wd = 1e2 (and ties elsewhere are impossible): the sweep
     # must return exactly that grid value and the scores in grid order.
-    def fake(train_X, train_y, test_X, test_y, *, wd, metric, max_iter=100, classifier=None):  # noqa: ANN001
+    def fake(train_X, train_y, test_X, test_y, *, wd, metric, max_iter=100, classifier=None):
         return -abs(np.log10(wd) - 2.0), classifier
 
     monkeypatch.setattr(logreg, "fit_and_score", fake)
     values = np.logspace(-6, 5, 45)
-    best, scores = sweep_regularization(np.zeros((2, 1)), np.array([0, 1]), np.zeros((2, 1)), np.array([0, 1]),
-                                        values=values, metric="top1")
+    X, y = np.zeros((2, 1)), np.array([0, 1])
+    best, scores = sweep_regularization(X, y, X, y, values=values, metric="top1")
     assert best == pytest.approx(1e2)
     assert len(scores) == 45 and int(np.argmax(scores)) == 32  # 1e2 is the 33rd of 45 values
     # Ties keep the first value, as ssl-transfer's strict '>' does.
     monkeypatch.setattr(logreg, "fit_and_score", lambda *a, **k: (1.0, None))
-    best, _ = sweep_regularization(np.zeros((2, 1)), np.array([0, 1]), np.zeros((2, 1)), np.array([0, 1]),
-                                   values=[1e-3, 1e-2, 1e-1], metric="top1")
+    best, _ = sweep_regularization(X, y, X, y, values=[1e-3, 1e-2, 1e-1], metric="top1")
     assert best == 1e-3
 
 

@@ -133,7 +133,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         return 0
     out = Path(cfg.run.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "command.txt").write_text("gsg " + shlex.join(sys.argv[1:]) + "\n")
+    (out / "command.txt").write_text(args.command_line + "\n")
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     try:
         result = pretrain(cfg, resume=args.resume)
@@ -154,7 +154,7 @@ def cmd_knn(args: argparse.Namespace) -> int:
     result = knn_evaluate(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir, k=args.k,
                           temperature=args.temperature, batch_size=args.batch_size, device=args.device,
                           train_subset=args.train_subset, target=args.target,
-                          command="gsg " + shlex.join(sys.argv[1:]))
+                          command=args.command_line)
     print(f"{result['dataset']}: kNN (k={args.k}, T={args.temperature}) {result['knn_k' + str(args.k)]:.2f}%, "
           f"kNN (k=1) {result['knn_k1']:.2f}%  [{result['train_size']} train, {result['test_size']} test]")
     print(f"result: {result['result_file']}")
@@ -163,7 +163,9 @@ def cmd_knn(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.command_line = "gsg " + shlex.join(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:

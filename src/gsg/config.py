@@ -76,7 +76,7 @@ class RunConfig:
     out: str = "runs/gsg"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: str = "auto"  # auto (bf16 on CUDA that supports it, off on CPU) | bf16 | fp16 | off
-    channels_last: bool | None = None  # None: on for CUDA
+    channels_last: bool | None = None  # None: on (faster on CUDA and on CPU)
     compile: bool = False
     checkpoint_every: int = 1  # epochs
     knn_every: int = 1  # epochs; 0 disables the online kNN monitor

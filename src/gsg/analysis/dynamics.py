@@ -175,7 +175,8 @@ def _integrate(
                 rec.append(x.copy())
         if k == n:
             break
-        state = _step(rhs, state, dt, method)
+        with np.errstate(over="ignore", invalid="ignore"):  # a blow-up is reported just below
+            state = _step(rhs, state, dt, method)
         if not all(np.all(np.isfinite(x)) for x in state):
             raise ConfigError(
                 f"the integration diverged at t={(k + 1) * dt:.4g} (non-finite values); "
@@ -689,8 +690,8 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         "record_every": 10,
     },
     "predictor_lr": {
-        **_COMMON, **_MATRIX, "alphas": [0.1, 0.3, 1.0, 3.0, 10.0], "beta": None, "t_max": 600.0,
-        "record_every": 10, "grid": 40,
+        **_COMMON, **_MATRIX, "alphas": [0.1, 0.3, 1.0, 3.0, 10.0], "beta": None, "symmetric_predictor": True,
+        "t_max": 600.0, "record_every": 10, "grid": 40,
     },
 }
 
@@ -706,23 +707,32 @@ def experiment_defaults(experiment: str) -> dict[str, Any]:
 
 
 def _coerce(name: str, value: Any, default: Any) -> Any:
-    """Accept CLI strings ("0.1", "0,0.1,0.2", "none") as well as Python values."""
+    """Accept CLI strings ("0.1", "0,0.1,0.2", "none") as well as Python values, typed like the default."""
+    if isinstance(default, list):
+        # Element type from the first non-None default (betas starts with None = SimSiam).
+        elem = next((d for d in default if d is not None), 0.0)
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            items = [items]
+        return [_coerce(name, v, elem) for v in items if not (isinstance(v, str) and not v.strip())]
     if isinstance(value, str):
         text = value.strip()
-        if isinstance(default, list):
-            return [_coerce(name, v, default[0] if default else 0.0) for v in text.split(",") if v.strip()]
         if text.lower() in ("none", "null", "simsiam"):
             return None
-        if isinstance(default, str) or (default is None and name not in ("beta",)):
+        if isinstance(default, str):
             return text
+        if isinstance(default, bool):
+            if text.lower() in ("true", "1", "yes", "on"):
+                return True
+            if text.lower() in ("false", "0", "no", "off"):
+                return False
+            raise ConfigError(f"override {name}={value!r} is not a boolean; pass true or false")
         try:
             return int(text) if isinstance(default, int) and not isinstance(default, bool) else float(text)
         except ValueError:
             raise ConfigError(
                 f"override {name}={value!r} is not a number; pass e.g. {name}={default!r}"
             ) from None
-    if isinstance(value, (list, tuple)):
-        return [_coerce(name, v, default[0] if isinstance(default, list) and default else 0.0) for v in value]
     if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float):
         if value != int(value):
             raise ConfigError(f"override {name} must be an integer, got {value!r}")
@@ -1007,7 +1017,8 @@ def _exp_predictor_lr(cfg: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     if alphas.ndim != 1 or alphas.size < 1:
         raise ConfigError("alphas must be a non-empty list of relative predictor lrs, e.g. alphas=0.3,1,3")
     th = _theory(cfg)
-    tr = _linear_run(cfg, alpha_p=alphas)  # batched over alpha_p, same initialisation
+    # Batched over alpha_p from one initialisation; symmetric Wp without EMA is the setting of Fig. 6.
+    tr = _linear_run(cfg, alpha_p=alphas, symmetric_predictor=bool(cfg["symmetric_predictor"]))
     s_fin = _f_eigenvalues(tr.F[-1])
     p_fin = predictor_eigenvalues(tr.Wp[-1])
     dead = _collapsed(s_fin, cfg, alpha_p=alphas[:, None])
@@ -1034,7 +1045,7 @@ def _exp_predictor_lr(cfg: dict[str, Any], out_dir: Path) -> dict[str, Any]:
         alpha_grid=np.geomspace(alphas.min(), alphas.max(), 200), p_plus=th["p_plus"],
         basin_alphas=basin_alphas, basin_fraction=basin_fraction, runs=runs,
         title=(f"Relative predictor lr sweep: Lemma 1 (n1={cfg['n1']}, n2={cfg['n2']}, "
-               f"{_beta_text(cfg['beta'])}) "
+               f"{'symmetric' if cfg['symmetric_predictor'] else 'regular'} Wp, {_beta_text(cfg['beta'])}) "
                f"and Eqs. 11-12; η={cfg['eta']:g}, σ²={cfg['sigma2']:g}"),
     )
     per_alpha = []

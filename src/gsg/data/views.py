@@ -10,10 +10,11 @@ Why our own batched ops rather than kornia:
 
 - all randomness comes from ONE explicit ``torch.Generator`` (a single ``torch.rand`` of shape
   ``(B, N_DRAWS)`` per call), so a run is exact and resumable from the generator state;
-- the pipeline is a handful of fused batched kernels: one ``affine_grid`` + ``grid_sample`` does
-  crop, horizontal flip and resize at once; colour jitter is 4 rounds of elementwise ops; blur is
-  two grouped convolutions with per-sample kernels; there is no Python loop over samples and no
-  host-device synchronisation, so it can run asynchronously on CUDA;
+- the pipeline is a handful of batched kernels: one ``grid_sample`` on per-sample sampling grids
+  does crop, horizontal flip and resize at once; colour jitter is a fixed number of elementwise
+  rounds whatever the per-sample op orders; blur is two grouped convolutions with per-sample
+  kernels; there is no Python loop over samples and no host-device synchronisation (no ``.item()``,
+  no boolean indexing), so it runs asynchronously on CUDA;
 - no extra dependency.
 
 Pipeline of one call (each step independent per sample; ``u ~ U[0,1)``)::
@@ -33,10 +34,9 @@ Known deviations from the per-image PIL pipeline, all small:
 - ``grid_sample`` does not antialias; PIL antialiases on downscaling. Crops larger than the output
   (ImageNet: most crops are downscaled to 224) are therefore a bit sharper/aliased than torchvision's
   PIL path. Upscaling (CIFAR, Fashion-MNIST) is unaffected.
-- When upscaling, output pixels within half a source pixel of a crop edge interpolate with the
-  true neighbouring pixels outside the crop, where ``resized_crop`` clamps to the crop edge (at
-  the image border both clamp: ``padding_mode="border"``).
-- Everything is computed in float32 without the uint8 rounding of PIL between ops.
+- Everything is computed in float32 without PIL's uint8 rounding between ops. PIL's blends
+  (ImageEnhance) truncate to uint8, so its jittered images are ~0.45/255 darker per op; ours equal
+  torchvision's tensor ops instead.
 - Grayscale/contrast/saturation use torchvision's tensor weights (0.2989, 0.587, 0.114), so the
   helpers below equal ``torchvision.transforms.functional`` on tensors to float precision.
 """

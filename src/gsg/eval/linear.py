@@ -26,25 +26,33 @@ Training views (``mode="augment"``, the protocol): per-sample RandomResizedCrop(
 ``linear`` recipe of ``gsg.data.views``), applied batch-wise on the device, then the frozen backbone.
 ``mode="features"`` (fast, for CPU runs): features of the clean train images are computed once and the
 classifier is trained on them; no augmentation, so usually a point or two below the augmented probe.
+
+The random crops are taken from the images as the dataset holds them: an image folder decoded at 224 px
+(shorter side 224, centre crop) gives the crops less context than torchvision's RandomResizedCrop on the
+full image; load the training folder with a larger ``image_size`` (e.g. 256) to narrow the gap.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gsg.data.datasets import ImageDataset
+from gsg.checkpoint import load_backbone, save_atomic
+from gsg.data.datasets import ImageDataset, load_dataset
 from gsg.data.loader import BatchLoader
 from gsg.data.views import BatchAugment, make_recipe
 from gsg.errors import ConfigError, DataError
 from gsg.eval.lars import LARS
 from gsg.eval.metrics import topk_accuracy
+from gsg.eval.results import result_path, write_result
 from gsg.models.embed import (
     backbone_in_channels,
     embed,
@@ -52,6 +60,7 @@ from gsg.models.embed import (
     forward_features,
     match_channels,
     module_device,
+    resolve_device,
     stats_for_channels,
 )
 
@@ -180,8 +189,8 @@ def linear_probe(
     log.info("linear probe (%s, %s): %d epochs, batch %d, lr %.4g (base %.4g), wd %g, %d classes, %d-d",
              proto, mode, epochs, batch_size, peak_lr, base_lr, weight_decay, num_classes, out_dim)
 
-    if mode == "features":
-        train_x, train_y = embed(backbone, train_ds, batch_size=eval_batch_size, **emb)
+    if mode == "features":  # the clean test view for the training images too
+        train_x, train_y = embed(backbone, train_ds, batch_size=eval_batch_size, resize=resize, **emb)
         batches = _feature_batches(train_x, train_y, batch_size, seed, device)
     else:
         batches = _augmented_batches(backbone, train_ds, batch_size, seed, device, size, mean, std, workers,
@@ -274,3 +283,47 @@ def _augmented_batches(backbone: nn.Module, ds: ImageDataset, batch_size: int, s
             yield feats, labels
 
     return batches
+
+
+def linear_evaluate(checkpoint: str | os.PathLike[str], *, dataset: str | None = None,
+                    data_dir: str | os.PathLike[str] | None = None, epochs: int = 90,
+                    protocol: Literal["auto", "cifar", "imagenet"] = "auto", batch_size: int | None = None,
+                    lr: float | None = None, weight_decay: float | None = None,
+                    mode: Literal["augment", "features"] = "augment", device: str = "auto", seed: int = 0,
+                    workers: int = 0, train_subset: int | None = None, target: bool = False,
+                    download: bool = False, channels_last: bool = False, amp_dtype: torch.dtype | None = None,
+                    command: str = "") -> dict[str, Any]:
+    """Linear probe of a checkpoint's backbone; writes the result JSON and the classifier next to it.
+
+    ``dataset`` defaults to the pretraining dataset (then at the pretraining image size); the backbone's
+    own normalisation (checkpoint ``data.mean/std``) is used in every case. Image folders are evaluated on
+    ``test/``, or on ``val/`` when there is no ``test/`` (ImageNet's layout). Returns
+    :func:`linear_probe`'s dict without ``state_dict``, plus ``dataset``, ``result_file`` and
+    ``classifier_file`` (a ``torch.save`` of the classifier's state dict, weights-only loadable).
+    """
+    dev = resolve_device(device)
+    backbone, ckpt = load_backbone(checkpoint, map_location="cpu", target=target)
+    data = ckpt["data"]
+    name = dataset or data["dataset"]
+    same = name == data["dataset"]
+    data_dir = data_dir or (ckpt.get("config") or {}).get("data", {}).get("data_dir")
+    size = int(data["image_size"]) if same else None
+    test_split = "test"
+    if name in ("imagefolder", "folder") and data_dir is not None:
+        root = Path(data_dir).expanduser()
+        test_split = "test" if (root / "test").is_dir() or not (root / "val").is_dir() else "val"
+    train = load_dataset(name, "train", data_dir=data_dir, download=download, image_size=size,
+                         subset=train_subset, seed=seed)
+    test = load_dataset(name, test_split, data_dir=data_dir, download=download, image_size=size)
+    res = linear_probe(backbone, train, test, epochs=epochs, protocol=protocol, batch_size=batch_size, lr=lr,
+                       weight_decay=weight_decay, mode=mode, device=dev, seed=seed, mean=data["mean"],
+                       std=data["std"], workers=workers, channels_last=channels_last, amp_dtype=amp_dtype)
+    state = res.pop("state_dict")
+    label = train.name if name not in ("imagefolder", "folder") else str(data_dir)
+    clf_file = result_path(checkpoint, "linear", label).with_suffix(".classifier.pt")
+    save_atomic(state, clf_file)
+    extra = {k: v for k, v in res.items() if k != "top1"}
+    extra.update({"target": target, "test_split": test_split, "classifier_file": str(clf_file)})
+    res["result_file"] = str(write_result(checkpoint, "linear", label, "top1", res["top1"], extra, command))
+    res.update({"dataset": label, "classifier_file": str(clf_file)})
+    return res

@@ -118,7 +118,7 @@ class LogRegClassifier:
         return self
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
-        """Scores: (N, C) class logits, or (N, C) per-class binary decision values for multi-label."""
+        """Scores (N, C): class probabilities, or per-class binary decision values for multi-label."""
         if not self._models:
             raise ConfigError("fit the classifier before scoring it")
         X = _check_X(X)

@@ -78,6 +78,13 @@ def stats_for_channels(mean: Sequence[float], std: Sequence[float], channels: in
     raise ConfigError(f"mean/std with {len(mean)} entries cannot be converted to {channels} channels")
 
 
+def resolve_device(name: str | torch.device) -> torch.device:
+    """``"auto"`` → CUDA when available, else CPU; anything else as ``torch.device``."""
+    if isinstance(name, str) and name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def module_device(module: nn.Module) -> torch.device:
     """The device of a module's first parameter or buffer (CPU for a module without any)."""
     for t in module.parameters():

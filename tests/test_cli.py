@@ -1,0 +1,74 @@
+"""The command line: the documented contract, clear errors, and an end-to-end pretrain + knn."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gsg.cli import main
+
+
+def test_unknown_option_names_the_nearest_valid_one(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["pretrain", "--stop-gradiant", "guided"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown option --stop-gradiant" in err and "did you mean --stop-gradient" in err
+
+
+def test_bad_choice_and_preset_list_valid_values(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--method", "moco"])
+    assert "simsiam" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--preset", "cifar"])
+    assert "cifar10" in capsys.readouterr().err
+
+
+def test_unknown_config_key_is_an_error_not_a_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text("[optim]\nepoch = 3\n")
+    assert main(["pretrain", "--config", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key optim.epoch" in err and "did you mean 'epochs'" in err and "Traceback" not in err
+
+
+def test_print_config_applies_flags_and_set(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["pretrain", "--preset", "quickstart", "--method", "byol", "--views", "fresh", "--epochs", "3",
+                 "--set", "model.proj_last_bn=affine", "--set", "run.knn_test_subset=none", "--print-config"]) == 0
+    cfg = json.loads(capsys.readouterr().out)
+    assert cfg["ssl"]["method"] == "byol" and cfg["ssl"]["views"] == "fresh" and cfg["optim"]["epochs"] == 3
+    assert cfg["model"]["proj_last_bn"] == "affine" and cfg["run"]["knn_test_subset"] is None
+
+
+def test_missing_data_says_how_to_get_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["pretrain", "--dataset", "cifar10", "--data-dir", str(tmp_path), "--set", "data.download=false",
+                 "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "cifar" in err.lower() and "--data-dir" in err
+
+
+def test_pretrain_then_knn_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    args = ["pretrain", "--dataset", "synthetic", "--subset", "64", "--epochs", "1", "--batch-size", "16",
+            "--width", "0.125", "--out", str(out), "--set", "data.image_size=16", "--set", "model.proj_dim=32",
+            "--set", "model.pred_hidden=16", "--set", "run.knn_k=5", "--set", "run.progress=false",
+            "--set", "run.knn_train_subset=none"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "kNN accuracy: knn_k5 = " in printed and (out / "checkpoint.pt").is_file()
+    assert (out / "command.txt").read_text().startswith("gsg pretrain")
+    assert main(["knn", str(out / "checkpoint.pt"), "--k", "5"]) == 0
+    printed = capsys.readouterr().out
+    assert "kNN (k=5, T=0.1)" in printed
+    result = json.loads(Path(printed.split("result: ")[1].strip()).read_text())
+    assert result["protocol"] == "knn" and 0 <= result["value"] <= 100 and len(result["checkpoint_sha256"]) == 64
+
+
+def test_knn_on_a_corrupt_checkpoint_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "checkpoint.pt"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    assert main(["knn", str(bad)]) == 2
+    assert "corrupt" in capsys.readouterr().err
