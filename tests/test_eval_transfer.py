@@ -13,6 +13,7 @@ from PIL import Image
 from gsg.checkpoint import file_sha256, save_atomic
 from gsg.errors import ConfigError, DataError
 from gsg.eval import transfer as tr
+from gsg.eval.results import read_result
 from gsg.eval.transfer import (
     FeatureSplit,
     _PILToUint8,
@@ -23,6 +24,7 @@ from gsg.eval.transfer import (
     random_val_split,
     resolve_dataset,
     transfer,
+    transfer_evaluate,
 )
 from gsg.models.backbones import Backbone
 
@@ -158,5 +160,10 @@ def test_transfer_end_to_end_with_cache(tmp_path: Path, monkeypatch: pytest.Monk
         raise AssertionError("features should come from the cache")
 
     monkeypatch.setattr(tr, "embed", no_embedding)
-    again = transfer(path, "synthetic", image_size=32, values=values, max_iter=30)
+    again = transfer_evaluate(path, "synthetic", image_size=32, values=values, max_iter=30, device="cpu",
+                              command="gsg transfer ckpt.pt synthetic")
     assert again["value"] == res["value"] and again["best_wd"] == res["best_wd"]
+    rec = read_result(again["result_file"])
+    assert Path(again["result_file"]).name == "ckpt.transfer.synthetic.json"
+    assert rec["value"] == res["value"] and rec["metric"] == "top1"
+    assert rec["extra"]["best_wd"] == res["best_wd"] and rec["command"] == "gsg transfer ckpt.pt synthetic"

@@ -185,3 +185,15 @@ def test_unknown_policy_and_bad_shapes_are_clear_errors() -> None:
         policy_loss("guided", p1=(x, x), t1=(x, x))
     with pytest.raises(ConfigError, match="one shape"):
         policy_loss("symmetric", p1=(x, torch.randn(4, 2)), t1=(x, x))
+
+
+def test_nan_distances_keep_cases_in_range_and_empty_batch_is_an_error() -> None:
+    z = torch.randn(3, 4)
+    bad = z.clone()
+    bad[1] = float("nan")
+    cases = select_cases("guided", pair_distances((bad, z), (z, z)))
+    assert cases.tolist()[1] in (0, 1, 2, 3) and cases.max() <= 3
+    assert select_cases("reverse", torch.full((2, 4), float("nan"))).tolist() == [3, 3]
+    empty = torch.zeros(0, 4)
+    with pytest.raises(ConfigError, match="empty"):
+        policy_loss("symmetric", p1=(empty, empty), t1=(empty, empty))

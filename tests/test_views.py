@@ -306,6 +306,15 @@ def test_channels_last_input_gives_identical_output() -> None:
     torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
 
 
+def test_autocast_does_not_lower_precision() -> None:
+    aug = BatchAugment(make_recipe("imagenet", size=16, mean=RGB_MEAN, std=RGB_STD))
+    x = torch.randint(0, 256, (4, 3, 20, 20), generator=gen(30), dtype=torch.uint8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = aug(x, gen(5))
+    assert out.dtype == torch.float32
+    assert torch.equal(out, aug(x, gen(5)))
+
+
 def test_parameters_are_drawn_per_sample() -> None:
     """A batch of one image repeated: each copy gets its own flip (and crop, colours...)."""
     recipe = Recipe(name="flip-only", size=16, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0),

@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="set any config key, e.g. --set model.proj_last_bn=affine (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--auto-resume", action="store_true",
+                   help="continue from the checkpoint in --out if there is one, else start (for torchrun --max-restarts)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
     k = sub.add_parser("knn", help="kNN accuracy of a checkpoint's backbone (weighted k=200 and k=1)",
@@ -136,7 +138,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     (out / "command.txt").write_text(args.command_line + "\n")
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     try:
-        result = pretrain(cfg, resume=args.resume)
+        result = pretrain(cfg, resume="auto" if args.auto_resume else args.resume)
     except Interrupted as exc:
         print(f"gsg: {exc}", file=sys.stderr)
         return 130

@@ -56,8 +56,14 @@ def normalized_std(z: Tensor) -> float:
     ≈ 1 for isotropic embeddings (per-channel std ≈ 1/√d), 0 for complete collapse. Needs N ≥ 2.
     """
     _check_batch(z, min_n=2)
+    return float(normalized_std_tensor(z))
+
+
+def normalized_std_tensor(z: Tensor) -> Tensor:
+    """:func:`normalized_std` as a 0-d tensor on z's device, without checks: no host sync, for every
+    training step."""
     zn = _unit(z)
-    return float(zn.std(dim=0).mean()) * math.sqrt(zn.shape[1])
+    return zn.std(dim=0).mean() * math.sqrt(zn.shape[1])
 
 
 def center_residual(z: Tensor) -> dict[str, float]:

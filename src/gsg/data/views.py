@@ -43,6 +43,7 @@ Known deviations from the per-image PIL pipeline, all small:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -89,6 +90,9 @@ N_DRAWS = 35
 
 # Luma weights of torchvision's tensor rgb_to_grayscale (ITU-R 601 with 0.299 written as 0.2989).
 _GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
+
+# Device types on which torch.autocast exists (elsewhere there is nothing to disable).
+_AUTOCAST_DEVICES = ("cpu", "cuda", "mps", "xpu")
 
 # Colour-jitter op codes, in the column order of AugParams.factors.
 BRIGHTNESS, CONTRAST, SATURATION, HUE = 0, 1, 2, 3
@@ -206,10 +210,20 @@ def blur_kernel_size(size: int) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def _per_sample(factor: Tensor | float, x: Tensor) -> Tensor:
-    """Broadcastable (B,1,1,1) float tensor from a scalar or a (B,) tensor."""
-    f = torch.as_tensor(factor, dtype=x.dtype, device=x.device)
-    return f.reshape(-1, 1, 1, 1) if f.ndim else f
+def _const(values: Sequence[float], like: Tensor) -> Tensor:
+    """1-D tensor of `values` on like's device, built with fill kernels.
+
+    ``torch.tensor(list, device="cuda")`` is a blocking host-to-device copy (a stream sync per call);
+    scalar fills are ordinary asynchronous kernel launches.
+    """
+    return torch.stack([torch.full((), float(v), dtype=like.dtype, device=like.device) for v in values])
+
+
+def _per_sample(factor: Tensor | float, x: Tensor) -> Tensor | float:
+    """A (B,) tensor -> broadcastable (B,1,1,1); a Python number stays a number (no device copy)."""
+    if isinstance(factor, Tensor):
+        return factor.to(device=x.device, dtype=x.dtype).reshape(-1, 1, 1, 1)
+    return float(factor)
 
 
 def to_float_images(images: Tensor) -> Tensor:
@@ -231,7 +245,7 @@ def rgb_to_grayscale(x: Tensor) -> Tensor:
     return wr * x[:, 0:1] + wg * x[:, 1:2] + wb * x[:, 2:3]
 
 
-def _blend(x: Tensor, target: Tensor | float, f: Tensor) -> Tensor:
+def _blend(x: Tensor, target: Tensor | float, f: Tensor | float) -> Tensor:
     """clamp(f x + (1 - f) target, 0, 1): the form of every torchvision brightness/contrast/saturation op."""
     return (f * x + (1.0 - f) * target).clamp(0.0, 1.0)
 
@@ -283,7 +297,7 @@ _HSV_OFFSETS = (5.0, 3.0, 1.0)
 
 def _hsv_to_rgb(h: Tensor, s: Tensor, v: Tensor) -> Tensor:
     """Closed form: channel_n = v - v s clamp(min(k, 4 - k), 0, 1), k = (n + 6h) mod 6, n = 5, 3, 1."""
-    n = torch.tensor(_HSV_OFFSETS, dtype=h.dtype, device=h.device).view(1, 3, 1, 1)
+    n = _const(_HSV_OFFSETS, h).view(1, 3, 1, 1)
     k = torch.remainder(n + 6.0 * h, 6.0)
     return v - v * s * torch.minimum(k, 4.0 - k).clamp(0.0, 1.0)
 
@@ -387,8 +401,8 @@ def gaussian_blur(x: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:
 
 def normalize(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
     """(x - mean_c) / std_c per channel."""
-    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    m = _const(mean, x).view(1, -1, 1, 1)
+    s = _const(std, x).view(1, -1, 1, 1)
     return (x - m) / s
 
 
@@ -543,11 +557,8 @@ class BatchAugment:
         _check_device(generator, device)
         u = torch.rand((batch, N_DRAWS), generator=generator, device=device)
         boxes = sample_crop_boxes(u, height, width, r.crop_scale, r.crop_ratio)
-        lo = torch.tensor(
-            [max(0.0, 1 - r.brightness), max(0.0, 1 - r.contrast), max(0.0, 1 - r.saturation), -r.hue],
-            device=device,
-        )
-        hi = torch.tensor([1 + r.brightness, 1 + r.contrast, 1 + r.saturation, r.hue], device=device)
+        lo = _const([max(0.0, 1 - r.brightness), max(0.0, 1 - r.contrast), max(0.0, 1 - r.saturation), -r.hue], u)
+        hi = _const([1 + r.brightness, 1 + r.contrast, 1 + r.saturation, r.hue], u)
         factors = lo + (hi - lo) * u[:, _C_FACT]
         # argsort of i.i.d. uniforms is a uniformly random permutation per row.
         order = torch.argsort(u[:, _C_ORDER], dim=1)
@@ -580,7 +591,11 @@ class BatchAugment:
         self._check_images(images)
         r = self.recipe
         # Autocast would run the blur convolutions in half precision; the pipeline is float32 throughout.
-        with torch.autocast(images.device.type, enabled=False):
+        dev_type = images.device.type
+        no_autocast = (
+            torch.autocast(dev_type, enabled=False) if dev_type in _AUTOCAST_DEVICES else contextlib.nullcontext()
+        )
+        with no_autocast:
             if images.dtype == torch.uint8:
                 # Bilinear sampling is linear, so dividing by 255 after it equals converting before it,
                 # and the output is usually smaller than the input.

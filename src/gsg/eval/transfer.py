@@ -64,6 +64,7 @@ from gsg.data.datasets import DEFAULT_DATA_DIR, load_dataset
 from gsg.data.views import normalize
 from gsg.errors import CheckpointError, ConfigError, DataError
 from gsg.eval.logreg import DEFAULT_VALUES, Labels, LogRegClassifier, Metric, MultiLabel, sweep_regularization
+from gsg.eval.results import write_result
 from gsg.models.embed import (
     backbone_in_channels,
     embed,
@@ -71,6 +72,7 @@ from gsg.models.embed import (
     forward_features,
     match_channels,
     module_device,
+    resolve_device,
 )
 
 log = logging.getLogger(__name__)
@@ -483,7 +485,7 @@ def transfer(ckpt_path: str | os.PathLike[str], dataset: str, *,
     spec = resolve_dataset(dataset)
     if image_size < 1:
         raise ConfigError(f"image_size must be positive, got {image_size}")
-    device = torch.device(device)
+    device = resolve_device(device)
     backbone, ckpt = load_backbone(ckpt_path, "cpu", target=target)
     backbone = backbone.to(device)
     data = ckpt.get("data") or {}
@@ -508,3 +510,14 @@ def transfer(ckpt_path: str | os.PathLike[str], dataset: str, *,
         "cache_dir": str(cache),
     })
     return result
+
+
+def transfer_evaluate(checkpoint: str | os.PathLike[str], dataset: str, *, command: str = "",
+                      device: str | torch.device = "auto", **kwargs: Any) -> dict[str, Any]:
+    """:func:`transfer` (same keyword arguments; ``device="auto"`` picks CUDA when present) plus the result
+    JSON next to the checkpoint; adds ``result_file`` to the returned dict."""
+    res = transfer(checkpoint, dataset, device=resolve_device(device), **kwargs)
+    extra = {k: v for k, v in res.items() if k not in ("metric", "value", "dataset")}
+    res["result_file"] = str(write_result(checkpoint, "transfer", res["dataset"], res["metric"], res["value"],
+                                          extra, command))
+    return res

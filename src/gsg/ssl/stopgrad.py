@@ -113,7 +113,9 @@ def select_cases(policy: Policy, distances: Tensor, *, generator: torch.Generato
 
 
 def _first_argmin(d: Tensor) -> Tensor:
-    # torch.argmin does not promise the first index on ties on every device; this does.
+    # torch.argmin does not promise the first index on ties on every device; this does. NaN distances
+    # (a diverged step) count as infinitely far, so the case index stays in 0..3.
+    d = torch.nan_to_num(d, nan=float("inf"))
     is_min = d == d.min(dim=1, keepdim=True).values
     idx = torch.arange(d.shape[1], device=d.device).expand_as(d)
     return torch.where(is_min, idx, d.shape[1]).min(dim=1).values
@@ -196,6 +198,8 @@ def _check_views(p: Views, t: Views, name: str) -> None:
     shapes = {tuple(x.shape) for x in (*p, *t)}
     if len(shapes) != 1 or len(next(iter(shapes))) != 2:
         raise ConfigError(f"{name}: expected four (B, d) tensors of one shape, got {sorted(shapes)}")
+    if p[0].shape[0] == 0:
+        raise ConfigError(f"{name}: the batch is empty; a loss needs at least one image (two for pairing)")
 
 
 def _check_partner(partner: Tensor, n: int) -> None:

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from gsg import __version__
-from gsg.analysis.collapse import normalized_std
+from gsg.analysis.collapse import center_residual, normalized_std_tensor, rankme
 from gsg.analysis.knn import knn_accuracy
 from gsg.checkpoint import FORMAT_KEY, FORMAT_VERSION, load_checkpoint, save_atomic
 from gsg.config import Config
@@ -110,7 +110,7 @@ class Interrupted(Exception):
 class Trainer:
     """Holds everything one pretraining run needs; :func:`pretrain` drives it."""
 
-    def __init__(self, cfg: Config, *, resume: bool = False) -> None:
+    def __init__(self, cfg: Config, *, resume: bool | str = False) -> None:
         self.cfg = cfg
         self.dist = init_from_env("cuda" if cfg.run.device.startswith("cuda") or (
             cfg.run.device == "auto" and torch.cuda.is_available()) else "cpu")
@@ -166,7 +166,9 @@ class Trainer:
         self.aug_gen = torch.Generator(device=self.device)
         self.aug_gen.manual_seed(cfg.run.seed * 7919 + self.dist.rank)
         self.state = TrainState()
-        if resume:
+        # resume=True requires a checkpoint; "auto" continues one if present (what a torchrun elastic restart,
+        # which reruns the same command line, needs).
+        if resume is True or (resume == "auto" and self.ckpt_path.is_file()):
             self._resume()
 
         self.net: nn.Module = self.model
@@ -267,8 +269,9 @@ class Trainer:
         else:
             res = policy_loss(cfg.stop_gradient, p1=(p[0], p[1]), t1=(t[0], t[1]), partner=partner,
                               generator=self.aug_gen)  # type: ignore[arg-type]
-        stats = {"z_std": torch.tensor(normalized_std(out.z[0].detach().float())),
-                 "z_online": torch.cat([out.z[0], out.z[1]]).detach().float()}
+        z0 = out.z[0].detach().float()
+        stats = {"z_std": normalized_std_tensor(z0), "z": z0,
+                 "z_online": torch.cat([z0, out.z[1].detach().float()])}
         if res.cases is not None:
             stats["case_share"] = torch.bincount(res.cases, minlength=4).float() / b
         return res.loss, stats
@@ -280,7 +283,9 @@ class Trainer:
         self.loader.set_epoch(epoch)
         start = self.state.batch_in_epoch
         loss_sum = torch.zeros((), device=self.device)
-        zstd_sum, n = 0.0, 0
+        zstd_sum = torch.zeros((), device=self.device)
+        n = 0
+        last_z: Tensor | None = None
         case_sum = torch.zeros(4, device=self.device)
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
         t0 = time.perf_counter()
@@ -308,7 +313,8 @@ class Trainer:
             first_bad = torch.where(bad & (first_bad < 0), torch.tensor(self.state.step, device=self.device),
                                     first_bad)
             loss_sum += torch.nan_to_num(loss.detach(), nan=0.0)
-            zstd_sum += float(stats["z_std"])
+            zstd_sum += stats["z_std"]
+            last_z = stats["z"]
             if "case_share" in stats:
                 case_sum += stats["case_share"]
             n += 1
@@ -334,8 +340,11 @@ class Trainer:
         self._check_finite(first_bad)
         n = max(n, 1)
         loss_mean = float(all_reduce_mean(loss_sum / n, self.dist))
-        result = {"epoch": epoch + 1, "loss": loss_mean, "z_std": zstd_sum / n,
+        result = {"epoch": epoch + 1, "loss": loss_mean, "z_std": float(zstd_sum) / n,
                   "epoch_time_s": time.perf_counter() - t0, "lr": lr}
+        if last_z is not None:  # dimensional collapse, which std(z/|z|) misses under a BatchNorm output
+            result["z_rankme"] = rankme(last_z)
+            result["z_center_ratio"] = center_residual(last_z)["m_o"]
         if self.cfg.ssl.stop_gradient != "symmetric":
             shares = (case_sum / n).tolist()
             result.update({f"case_{name}": s for name, s in zip(("11_21", "11_22", "12_21", "12_22"), shares,
@@ -436,8 +445,12 @@ def _progress(total: int, initial: int, desc: str, *, enabled: bool) -> Any:
     return tqdm(total=total, initial=initial, desc=desc, leave=False, dynamic_ncols=True)
 
 
-def pretrain(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
-    """Run self-supervised pretraining as ``cfg`` describes; return the final metrics and checkpoint path."""
+def pretrain(cfg: Config, *, resume: bool | str = False) -> dict[str, Any]:
+    """Run self-supervised pretraining as ``cfg`` describes; return the final metrics and checkpoint path.
+
+    ``resume``: False starts afresh, True continues the checkpoint in ``run.out`` (an error if there is
+    none), ``"auto"`` continues it when it exists.
+    """
     trainer = Trainer(cfg, resume=resume)
     try:
         return trainer.fit()
