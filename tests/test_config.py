@@ -26,7 +26,8 @@ def test_precedence_defaults_preset_file_overrides(tmp_path: Path) -> None:
     f = tmp_path / "c.toml"
     f.write_text('[optim]\nepochs = 7\nbatch_size = 64\n[ssl]\nmethod = "byol"\n')
     cfg = load_config(preset="quickstart", file=f, overrides={"optim": {"epochs": 3}})
-    assert (cfg.optim.epochs, cfg.optim.batch_size, cfg.ssl.method, cfg.data.dataset) == (3, 64, "byol", "fashion-mnist")
+    got = (cfg.optim.epochs, cfg.optim.batch_size, cfg.ssl.method, cfg.data.dataset)
+    assert got == (3, 64, "byol", "fashion-mnist")
 
 
 def test_unknown_key_names_the_nearest_valid_key(tmp_path: Path) -> None:

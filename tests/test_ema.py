@@ -9,10 +9,10 @@ import torch
 from torch import nn
 
 from gsg.errors import ConfigError
-from gsg.ssl.ema import ema_update, momentum_at
-from gsg.ssl.siamese import Siamese
 from gsg.models.backbones import Backbone
 from gsg.models.heads import predictor, projector
+from gsg.ssl.ema import ema_update, momentum_at
+from gsg.ssl.siamese import Siamese
 
 
 def test_ema_follows_formula_exactly() -> None:

@@ -171,7 +171,7 @@ def test_resume_refuses_a_different_config(tmp_path: Path) -> None:
 
     pretrain(tiny_config(tmp_path / "r"))
     other = tiny_config(tmp_path / "r", model={"predictor": "linear"})
-    with pytest.raises(CheckpointError, match="model.predictor"):
+    with pytest.raises(CheckpointError, match=r"model\.predictor"):
         pretrain(other, resume=True)
 
 

@@ -85,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="set any config key, e.g. --set model.proj_last_bn=affine (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--auto-resume", action="store_true",
-                   help="continue from the checkpoint in --out if there is one, else start (for torchrun --max-restarts)")
+                   help="continue from the checkpoint in --out if there is one, else start "
+                   "(for torchrun --max-restarts)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
     k = sub.add_parser("knn", help="kNN accuracy of a checkpoint's backbone (weighted k=200 and k=1)",
