@@ -101,7 +101,40 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--train-subset", type=int, default=None, help="use a fixed subset of the train set as bank")
     k.add_argument("--device", default="auto")
     k.add_argument("--target", action="store_true", help="BYOL: evaluate the EMA (target) backbone")
+
+    sim = sub.add_parser("simulate", help="linear learning dynamics of Tian et al. (plots + JSON)", allow_abbrev=False)
+    sim.set_defaults(_parser=sim, func=cmd_simulate)
+    sim.add_argument("experiment", choices=[*_simulation_experiments(), "all"])
+    sim.add_argument("--out", type=Path, default=Path("runs/simulate"))
+    sim.add_argument("--set", action="append", default=[], metavar="PARAM=VALUE",
+                     help="override a simulation parameter, e.g. --set eta=0.1 (see docs/simulator.md)")
     return parser
+
+
+def _simulation_experiments() -> tuple[str, ...]:
+    from gsg.analysis.dynamics import SIMULATION_EXPERIMENTS
+
+    return SIMULATION_EXPERIMENTS
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from gsg.analysis.dynamics import run_simulation
+
+    overrides: dict[str, str] = {}
+    for item in args.set:
+        if "=" not in item:
+            raise GsgError(f"--set expects PARAM=VALUE (e.g. eta=0.1), got {item!r}")
+        k, v = item.split("=", 1)
+        overrides[k] = v
+    result = run_simulation(args.experiment, args.out, **overrides)
+    names = _simulation_experiments() if args.experiment == "all" else (args.experiment,)
+    for name in names:
+        print(f"{name}: {args.out / (name + '.png')}  {args.out / (name + '.json')}")
+    summary = result if args.experiment != "all" else {}
+    for key in ("fixed_points", "collapse_threshold", "eta_c", "collapsed"):
+        if key in summary:
+            print(f"  {key}: {summary[key]}")
+    return 0
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:

@@ -127,6 +127,3 @@ def voc11_average_precision(scores: ArrayLike, targets: ArrayLike,
     return float(voc11_ap_per_class(scores, targets, difficult).mean())
 
 
-def as_tensor_labels(labels: ArrayLike) -> Tensor:
-    """Labels as an int64 CPU tensor (for callers mixing numpy and torch)."""
-    return torch.as_tensor(_np(labels), dtype=torch.int64)
