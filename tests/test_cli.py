@@ -72,3 +72,33 @@ def test_knn_on_a_corrupt_checkpoint_is_a_clear_error(tmp_path: Path, capsys: py
     bad.write_bytes(b"PK\x03\x04 not really a zip")
     assert main(["knn", str(bad)]) == 2
     assert "corrupt" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def synthetic_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("ckpt") / "run"
+    assert main(["pretrain", "--dataset", "synthetic", "--subset", "64", "--epochs", "1", "--batch-size", "16",
+                 "--width", "0.125", "--out", str(out), "--set", "data.image_size=16", "--set", "model.proj_dim=32",
+                 "--set", "run.knn_every=0", "--set", "run.progress=false"]) == 0
+    return out / "checkpoint.pt"
+
+
+def test_linear_transfer_tsne_commands(synthetic_checkpoint: Path, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    ckpt = str(synthetic_checkpoint)
+    assert main(["linear", ckpt, "--mode", "features", "--epochs", "3", "--lr", "0.1"]) == 0
+    out = capsys.readouterr().out
+    assert "linear probe top-1" in out
+    res = json.loads((synthetic_checkpoint.parent / "checkpoint.linear.synthetic.json").read_text())
+    assert res["protocol"] == "linear" and 0 <= res["value"] <= 100
+    assert main(["transfer", ckpt, "--dataset", "synthetic", "--image-size", "16"]) == 0
+    assert "synthetic: top1" in capsys.readouterr().out
+    png = tmp_path / "t.png"
+    assert main(["tsne", ckpt, "--out", str(png), "--max-points", "100"]) == 0
+    assert png.read_bytes()[:4] == b"\x89PNG" and "kNN k=200" in capsys.readouterr().out
+
+
+def test_export_refuses_a_narrow_backbone_with_a_reason(synthetic_checkpoint: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["export", str(synthetic_checkpoint), "--format", "torchvision", "--out", str(tmp_path / "x.pth")])
+    assert code == 2 and "width 0.125" in capsys.readouterr().err and not (tmp_path / "x.pth").exists()

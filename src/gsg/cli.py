@@ -102,6 +102,55 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--device", default="auto")
     k.add_argument("--target", action="store_true", help="BYOL: evaluate the EMA (target) backbone")
 
+    lin = sub.add_parser("linear", help="linear probe on the frozen backbone (§5.1 protocol)", allow_abbrev=False)
+    lin.set_defaults(_parser=lin, func=cmd_linear)
+    lin.add_argument("checkpoint", type=Path)
+    lin.add_argument("--dataset")
+    lin.add_argument("--data-dir")
+    lin.add_argument("--epochs", type=int, default=90)
+    lin.add_argument("--protocol", choices=["auto", "cifar", "imagenet"], default="auto",
+                     help="cifar: SGD lr 30, batch 256, cosine; imagenet: LARS, batch 4096 (auto: by image size)")
+    lin.add_argument("--mode", choices=["augment", "features"], default="augment",
+                     help="features: train on precomputed features without augmentation (fast, for CPUs)")
+    lin.add_argument("--batch-size", type=int)
+    lin.add_argument("--lr", type=float, help="base lr (scaled by batch/256)")
+    lin.add_argument("--train-subset", type=int)
+    lin.add_argument("--seed", type=int, default=0)
+    lin.add_argument("--device", default="auto")
+    lin.add_argument("--target", action="store_true", help="BYOL: evaluate the EMA (target) backbone")
+
+    tr = sub.add_parser("transfer", help="transfer by L2-regularised logistic regression (Ericsson et al.)",
+                        allow_abbrev=False)
+    tr.set_defaults(_parser=tr, func=cmd_transfer)
+    tr.add_argument("checkpoint", type=Path)
+    tr.add_argument("--dataset", nargs="+", required=True,
+                    help="cifar10 aircraft caltech101 cars dtd flowers food pets sun397 voc2007 mnist "
+                         "fashion-mnist imagefolder ...")
+    tr.add_argument("--data-dir")
+    tr.add_argument("--image-size", type=int, default=224, help="224 per protocol; smaller for small backbones")
+    tr.add_argument("--download", action="store_true", help="let torchvision download missing datasets")
+    tr.add_argument("--batch-size", type=int, default=256)
+    tr.add_argument("--device", default="auto")
+    tr.add_argument("--target", action="store_true")
+
+    ts = sub.add_parser("tsne", help="t-SNE of test-set representations (Appendix E)", allow_abbrev=False)
+    ts.set_defaults(_parser=ts, func=cmd_tsne)
+    ts.add_argument("checkpoint", type=Path)
+    ts.add_argument("--out", type=Path, required=True, help="output PNG")
+    ts.add_argument("--dataset")
+    ts.add_argument("--data-dir")
+    ts.add_argument("--max-points", type=int, default=5000)
+    ts.add_argument("--title")
+    ts.add_argument("--device", default="auto")
+    ts.add_argument("--target", action="store_true")
+
+    ex = sub.add_parser("export", help="export the backbone to torchvision or Detectron2 format", allow_abbrev=False)
+    ex.set_defaults(_parser=ex, func=cmd_export)
+    ex.add_argument("checkpoint", type=Path)
+    ex.add_argument("--format", choices=["torchvision", "detectron2"], required=True)
+    ex.add_argument("--out", type=Path, required=True)
+    ex.add_argument("--target", action="store_true", help="BYOL: export the EMA (target) backbone")
+
     sim = sub.add_parser("simulate", help="linear learning dynamics of Tian et al. (plots + JSON)", allow_abbrev=False)
     sim.set_defaults(_parser=sim, func=cmd_simulate)
     sim.add_argument("experiment", choices=[*_simulation_experiments(), "all"])
@@ -194,6 +243,48 @@ def cmd_knn(args: argparse.Namespace) -> int:
     print(f"{result['dataset']}: kNN (k={args.k}, T={args.temperature}) {result['knn_k' + str(args.k)]:.2f}%, "
           f"kNN (k=1) {result['knn_k1']:.2f}%  [{result['train_size']} train, {result['test_size']} test]")
     print(f"result: {result['result_file']}")
+    return 0
+
+
+def cmd_linear(args: argparse.Namespace) -> int:
+    from gsg.eval.linear import linear_evaluate
+
+    r = linear_evaluate(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs,
+                        protocol=args.protocol, batch_size=args.batch_size, lr=args.lr, mode=args.mode,
+                        device=args.device, seed=args.seed, train_subset=args.train_subset, target=args.target,
+                        command=args.command_line)
+    top5 = f", top-5 {r['top5']:.2f}%" if r.get("top5") is not None else ""
+    print(f"{r['dataset']}: linear probe top-1 {r['top1']:.2f}%{top5}  [{args.epochs} epochs, {args.mode}]")
+    print(f"result: {r['result_file']}\nclassifier: {r['classifier_file']}")
+    return 0
+
+
+def cmd_transfer(args: argparse.Namespace) -> int:
+    from gsg.eval.transfer import transfer_evaluate
+
+    for name in args.dataset:
+        r = transfer_evaluate(args.checkpoint, name, command=args.command_line, device=args.device,
+                              data_dir=args.data_dir, download=args.download, image_size=args.image_size,
+                              batch_size=args.batch_size, target=args.target)
+        print(f"{r['dataset']}: {r['metric']} {r['value']:.2f}  (weight decay {r.get('best_wd', r.get('wd'))})")
+        print(f"result: {r['result_file']}")
+    return 0
+
+
+def cmd_tsne(args: argparse.Namespace) -> int:
+    from gsg.eval.knn import tsne_evaluate
+
+    r = tsne_evaluate(args.checkpoint, args.out, dataset=args.dataset, data_dir=args.data_dir,
+                      max_points=args.max_points, device=args.device, title=args.title, target=args.target)
+    print(f"t-SNE of {r['points']} test images: {r['png']} (kNN k=200 {r['knn_k200']:.2f}%, k=1 {r['knn_k1']:.2f}%)")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from gsg.eval.export import export_backbone
+
+    path = export_backbone(args.checkpoint, args.out, format=args.format, target=args.target)
+    print(f"{args.format} backbone: {path}")
     return 0
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from gsg.errors import DataError
@@ -125,5 +124,3 @@ def voc11_average_precision(scores: ArrayLike, targets: ArrayLike,
         84.8485
     """
     return float(voc11_ap_per_class(scores, targets, difficult).mean())
-
-
