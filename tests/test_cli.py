@@ -102,3 +102,28 @@ def test_export_refuses_a_narrow_backbone_with_a_reason(synthetic_checkpoint: Pa
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["export", str(synthetic_checkpoint), "--format", "torchvision", "--out", str(tmp_path / "x.pth")])
     assert code == 2 and "width 0.125" in capsys.readouterr().err and not (tmp_path / "x.pth").exists()
+
+
+def test_diagnose_separates_a_collapsed_checkpoint(synthetic_checkpoint: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    from gsg.checkpoint import load_checkpoint, save_atomic
+    from gsg.eval.diagnose import diagnose
+
+    healthy = diagnose(synthetic_checkpoint, samples=128, plot=tmp_path / "h.png")
+    ckpt = load_checkpoint(synthetic_checkpoint)
+    # Zeroing the first convolution makes every image's representation identical: complete collapse.
+    ckpt["model"]["backbone.conv1.weight"] = torch.zeros_like(ckpt["model"]["backbone.conv1.weight"])
+    collapsed_path = tmp_path / "collapsed" / "checkpoint.pt"
+    save_atomic(ckpt, collapsed_path)
+    collapsed = diagnose(collapsed_path, samples=128)
+    for part in ("backbone", "projection"):
+        assert collapsed[part]["std_sqrt_d"] < 1e-3 < healthy[part]["std_sqrt_d"]
+        assert collapsed[part]["m_o"] > 0.999 > healthy[part]["m_o"]
+        assert collapsed[part]["rankme"] < 1.01 < healthy[part]["rankme"]
+        assert collapsed[part]["uniformity"] > -1e-3 > healthy[part]["uniformity"]
+    assert (tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["diagnose", str(synthetic_checkpoint), "--samples", "64"]) == 0
+    printed = capsys.readouterr().out
+    assert "std_sqrt_d" in printed and "GSG cases" in printed

@@ -151,6 +151,16 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", type=Path, required=True)
     ex.add_argument("--target", action="store_true", help="BYOL: export the EMA (target) backbone")
 
+    dg = sub.add_parser("diagnose", help="collapse metrics of a checkpoint (features and projections)",
+                        allow_abbrev=False)
+    dg.set_defaults(_parser=dg, func=cmd_diagnose)
+    dg.add_argument("checkpoint", type=Path)
+    dg.add_argument("--dataset")
+    dg.add_argument("--data-dir")
+    dg.add_argument("--samples", type=int, default=2048)
+    dg.add_argument("--plot", type=Path, help="spectrum PNG (default: next to the checkpoint)")
+    dg.add_argument("--device", default="auto")
+
     sim = sub.add_parser("simulate", help="linear learning dynamics of Tian et al. (plots + JSON)", allow_abbrev=False)
     sim.set_defaults(_parser=sim, func=cmd_simulate)
     sim.add_argument("experiment", choices=[*_simulation_experiments(), "all"])
@@ -277,6 +287,33 @@ def cmd_tsne(args: argparse.Namespace) -> int:
     r = tsne_evaluate(args.checkpoint, args.out, dataset=args.dataset, data_dir=args.data_dir,
                       max_points=args.max_points, device=args.device, title=args.title, target=args.target)
     print(f"t-SNE of {r['points']} test images: {r['png']} (kNN k=200 {r['knn_k200']:.2f}%, k=1 {r['knn_k1']:.2f}%)")
+    return 0
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    from gsg.eval.diagnose import diagnose
+    from gsg.eval.results import write_result
+
+    plot = args.plot or args.checkpoint.with_name(args.checkpoint.stem + ".spectrum.png")
+    r = diagnose(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir, samples=args.samples,
+                 device=args.device, plot=plot)
+    print(f"{r['checkpoint']}: {r['method']}, {r['stop_gradient']} stop-gradient, predictor {r['predictor']}; "
+          f"{r['samples']} {r['dataset']} {r['split']} images")
+    keys = ("dim", "std_sqrt_d", "m_o", "m_r", "rankme", "uniformity", "alignment")
+    print(f"{'metric':<14}{'backbone':>12}{'projection':>12}")
+    for k in keys:
+        cells = [r[part].get(k) for part in ("backbone", "projection")]
+        print(f"{k:<14}" + "".join(f"{c:>12.4g}" if c is not None else f"{'-':>12}" for c in cells))
+    g = r["gsg"]
+    print("GSG cases (11,21 / 11,22 / 12,21 / 12,22): "
+          + " / ".join(f"{g['case_' + c]:.3f}" for c in ("11_21", "11_22", "12_21", "12_22"))
+          + f"; distance margin mean {g['margin_mean']:.4g}")
+    if "predictor_alignment" in r:
+        print(f"predictor eigenspace alignment: {r['predictor_alignment']:.4f}")
+    print(f"spectrum plot: {r['plot']}")
+    path = write_result(args.checkpoint, "diagnose", r["dataset"], "projection_std_sqrt_d",
+                        r["projection"]["std_sqrt_d"], r, args.command_line)
+    print(f"result: {path}")
     return 0
 
 
