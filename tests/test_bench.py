@@ -236,7 +236,7 @@ def test_epoch_bench_runs_the_gpu_style_path_on_cpu(results: dict[str, dict[str,
 
 def test_epoch_config_carries_the_fast_path_options(tmp_path: Path) -> None:
     cfg = epoch.epoch_config(tmp_path, device=torch.device("cpu"), dataset="synthetic", data_dir=None,
-                             batch_size=512, epochs=3, width=1.0, proj_dim=2048, pred_hidden=512, amp="bf16",
+                             batch_size=512, epochs=3, width=0.125, proj_dim=16, pred_hidden=8, amp="bf16",
                              channels_last=True, compile=True, views="reuse", limit_batches=None, image_size=None)
     assert (cfg.run.amp, cfg.run.channels_last, cfg.run.compile, cfg.data.on_device) == ("bf16", True, True, True)
     assert (cfg.run.knn_every, cfg.model.backbone, cfg.model.cifar_stem, cfg.ssl.stop_gradient) == (

@@ -1,13 +1,14 @@
-"""Pre-emption, for real: `gsg pretrain` processes killed with SIGKILL mid-epoch, mid-checkpoint-write and
-between the write and the rename, stopped with SIGTERM and SIGINT, and restarted with --resume.
+"""Pre-emption, for real: `gsg pretrain` processes killed with SIGKILL mid-epoch and mid-checkpoint-write,
+stopped with SIGTERM and SIGINT while they write a checkpoint, and restarted with --resume.
 
 After every fault the checkpoint on disk must load, each restart must continue from it, and the weights at
 the end must equal, bit for bit, those of an uninterrupted run (CPU, fixed seed, one thread).
 
 The moment of a kill inside save_atomic is made exact by checkpoint.py's testing hook
-GSG_TEST_CHECKPOINT_PAUSE ("write:S" sleeps after the first 64 KiB are in the temporary file, "rename:S"
-after the complete file is fsynced, before the rename): the test waits until the process is in that state
-and kills it there. Other kills land wherever the process happens to be when the test sees a step logged.
+GSG_TEST_CHECKPOINT_PAUSE ("write:S" sleeps after the first 64 KiB are in the temporary file): the test
+waits until the process is in that state and signals it there. The SIGKILL mid-epoch lands wherever the
+process happens to be when the test sees a step of the second epoch logged. A kill between the complete write
+and the rename is in tests/test_reliability_checkpoint.py.
 """
 
 from __future__ import annotations
@@ -164,30 +165,21 @@ def test_killed_and_stopped_run_resumes_to_the_uninterrupted_weights(tmp_path: P
     assert _state(out) == state, "the interrupted write changed checkpoint.pt"
     assert partial.is_file() and not _loads(partial), "the kill did not land in the middle of the write"
 
-    # 3. SIGKILL after the new checkpoint is complete and fsynced but before the rename.
-    c = start("c", "--resume", env={PAUSE_ENV: "rename:600"})
-    complete = c.wait_until("a complete, not yet renamed checkpoint",
-                            lambda: [p for p in _temps(out) if p != partial and _loads(p)])[0]
-    assert c.signal_and_wait(signal.SIGKILL) == -signal.SIGKILL
-    resumed_from(c, state)
-    assert _state(out) == state
-    assert load_checkpoint(complete)["train_state"]["epoch"] == state[0] + 1  # what was lost: one epoch
-    assert not partial.exists(), "the next save did not remove the temporary file of the killed process"
-    assert "removed 1 temporary file(s)" in c.text()
-
-    # 4. SIGTERM while a checkpoint is being written: the write completes, the run takes one more step, saves
-    # a mid-epoch checkpoint and exits with 130.
+    # 3. SIGTERM while a checkpoint is being written: the write completes, the run takes one more step, saves
+    # a mid-epoch checkpoint and exits with 130. Its first save removes the killed process's temporary file.
     d = start("d", "--resume", env={PAUSE_ENV: "write:1.5"})
-    d.wait_until("a checkpoint write", lambda: [p for p in _temps(out) if p != complete and p.stat().st_size])
+    d.wait_until("a checkpoint write", lambda: [p for p in _temps(out) if p != partial and p.stat().st_size])
+    assert not partial.exists(), "the next save did not remove the temporary file of the killed process"
     assert d.signal_and_wait(signal.SIGTERM) == 130
     resumed_from(d, state)
+    assert "removed 1 temporary file(s)" in d.text()
     assert "stopped by signal 15" in d.text() and "continue with --resume" in d.text()
     epoch = state[0] + 1
     state = _state(out)
     assert state == (epoch, 1, epoch * STEPS_PER_EPOCH + 1)
     assert not _temps(out), "temporary files left after a clean stop"
 
-    # 5. SIGINT (Ctrl-C) the same way, from the mid-epoch checkpoint.
+    # 4. SIGINT (Ctrl-C) the same way, from the mid-epoch checkpoint.
     e = start("e", "--resume", env={PAUSE_ENV: "write:1.5"})
     e.wait_until("a checkpoint write", lambda: [p for p in _temps(out) if p.stat().st_size])
     assert e.signal_and_wait(signal.SIGINT) == 130
@@ -198,7 +190,7 @@ def test_killed_and_stopped_run_resumes_to_the_uninterrupted_weights(tmp_path: P
     assert state == (epoch, 1, epoch * STEPS_PER_EPOCH + 1)
     assert epoch < EPOCHS
 
-    # 6. Finish.
+    # 5. Finish.
     f = start("f", "--resume")
     assert f.proc.wait(timeout=WAIT_S) == 0, f.text()[-3000:]
     resumed_from(f, state)

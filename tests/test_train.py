@@ -35,6 +35,7 @@ def test_every_combination_trains(make_config, method: str, policy: str, pred: s
         assert not torch.equal(after["target.backbone.conv1.weight"], after["backbone.conv1.weight"])
     if pred in ("directpred", "directcopy"):
         assert bool(after["predictor.corr_initialized"])
+        assert 0.0 < result["pred_alignment"] <= 1.0 + 1e-6
         assert not torch.equal(after["predictor.weight"], torch.eye(after["predictor.weight"].shape[0]))
     if policy == "symmetric":
         assert "case_11_21" not in result

@@ -40,12 +40,14 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from gsg.errors import CheckpointError
-from gsg.models.backbones import Backbone
+
+if TYPE_CHECKING:  # imported where used: torchvision (1-3 s) is not needed to save or load a checkpoint
+    from gsg.models.backbones import Backbone
 
 log = logging.getLogger(__name__)
 
@@ -359,6 +361,8 @@ def backbone_from_checkpoint(ckpt: dict[str, Any], *, target: bool = False) -> B
 
     ``target=True`` takes BYOL's EMA (target) backbone instead of the online one.
     """
+    from gsg.models.backbones import Backbone
+
     spec = ckpt["backbone"]
     try:
         net = Backbone(spec["arch"], width=spec["width"], in_channels=spec["in_channels"],

@@ -47,11 +47,15 @@ def interpolate_at(times: Sequence[float], values: Sequence[float], t: float) ->
     return float(np.interp(t, np.asarray(times, dtype=float), np.asarray(values, dtype=float)))
 
 
-def run_curve(history: Sequence[dict[str, Any]], metric: str) -> tuple[list[float], list[float]]:
-    """(cumulative training seconds at the end of each epoch, metric) for epochs where the metric exists."""
+def run_curve(history: Sequence[dict[str, Any]], metric: str,
+              epoch_time: float | None = None) -> tuple[list[float], list[float]]:
+    """(cumulative training seconds at the end of each epoch, metric) for epochs where the metric exists.
+
+    ``epoch_time``: use this constant per epoch instead of each epoch's measured ``epoch_time_s``.
+    """
     elapsed, times, values = 0.0, [], []
     for h in history:
-        elapsed += float(h["epoch_time_s"])
+        elapsed += float(h["epoch_time_s"]) if epoch_time is None else epoch_time
         if metric in h:
             times.append(elapsed)
             values.append(float(h[metric]))
@@ -65,15 +69,23 @@ def _mean_std(xs: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
-def summarize(runs: Sequence[dict[str, Any]], metric: str = "knn_k200") -> dict[str, Any]:
+def summarize(runs: Sequence[dict[str, Any]], metric: str = "knn_k200", *, time_axis: str = "median"
+              ) -> dict[str, Any]:
     """Equal-epoch and equal-time comparisons from run records {seed, mode, epochs, history}.
 
     Modes: "reuse", "fresh" (same epochs) and optionally "reuse_long" (reuse with more epochs, about the
     time of "fresh"). Returns per-mode means/stds over seeds and per-seed paired differences.
+
+    ``time_axis``: "median" puts epoch e of a mode at e x (that mode's median epoch time over all its seeds
+    and epochs), so that a burst of background load during one epoch of one run does not move the
+    equal-time comparison; "measured" uses each epoch's own ``epoch_time_s``.
     """
     by: dict[str, dict[int, dict[str, Any]]] = {}
     for r in runs:
         by.setdefault(r["mode"], {})[r["seed"]] = r
+    per_epoch: dict[str, float | None] = {
+        mode: (statistics.median(h["epoch_time_s"] for rec in recs.values() for h in rec["history"])
+               if time_axis == "median" else None) for mode, recs in by.items()}
     seeds = sorted(set(by.get("reuse", {})) & set(by.get("fresh", {})))
     out: dict[str, Any] = {"metric": metric, "seeds": seeds, "modes": {}}
     for mode, recs in by.items():
@@ -90,8 +102,8 @@ def summarize(runs: Sequence[dict[str, Any]], metric: str = "knn_k200") -> dict[
     eq_epoch = []
     eq_time_interp = []
     for s in seeds:
-        tr, vr = run_curve(by["reuse"][s]["history"], metric)
-        tf, vf = run_curve(by["fresh"][s]["history"], metric)
+        tr, vr = run_curve(by["reuse"][s]["history"], metric, per_epoch["reuse"])
+        tf, vf = run_curve(by["fresh"][s]["history"], metric, per_epoch["fresh"])
         eq_epoch.append(vr[-1] - vf[-1])
         # The cheaper mode's end time, read off the dearer mode's curve.
         if tr[-1] <= tf[-1]:
@@ -104,6 +116,7 @@ def summarize(runs: Sequence[dict[str, Any]], metric: str = "knn_k200") -> dict[
     out["equal_epochs_diffs"] = eq_epoch
     out["equal_time_interp_diff_reuse_minus_fresh"] = _mean_std(eq_time_interp)
     out["equal_time_interp_diffs"] = eq_time_interp
+    out["time_axis"] = time_axis
     out["fresh_over_reuse_epoch_time"] = (out["modes"]["fresh"]["epoch_time_s_median"]
                                           / out["modes"]["reuse"]["epoch_time_s_median"])
     if "reuse_long" in by:
@@ -175,7 +188,7 @@ def run(*, dataset: str = "fashion-mnist", data_dir: str | None = None, seeds: i
         dataset, subset, epochs, seeds, width, batch_size = "synthetic", 64, 2, 1, 0.125, 16
         proj_dim, pred_hidden, image_size, knn_train_subset, knn_test_subset = 32, 16, 16, None, None
         equal_time_epochs = 3 if equal_time_epochs is None else equal_time_epochs
-        lr = 0.05 if lr is None else lr
+        lr, warmup = (0.05 if lr is None else lr), False
     if equal_time_epochs is None:
         equal_time_epochs = 2 * epochs
     opts = {"dataset": dataset, "data_dir": data_dir, "seeds": seeds, "subset": subset, "epochs": epochs,

@@ -342,6 +342,9 @@ class Trainer:
         loss_mean = float(all_reduce_mean(loss_sum / n, self.dist))
         result = {"epoch": epoch + 1, "loss": loss_mean, "z_std": float(zstd_sum) / n,
                   "epoch_time_s": time.perf_counter() - t0, "lr": lr}
+        pred_alignment = getattr(self.model.predictor, "alignment", None)
+        if pred_alignment is not None:  # DirectPred/DirectCopy: eigenspace alignment of W_p with F̂
+            result["pred_alignment"] = pred_alignment()
         if last_z is not None:  # dimensional collapse, which std(z/|z|) misses under a BatchNorm output
             result["z_rankme"] = rankme(last_z)
             result["z_center_ratio"] = center_residual(last_z)["m_o"]
