@@ -58,3 +58,11 @@ def test_round_trip_through_dict() -> None:
     cfg = load_config(preset="cifar10", overrides={"model": {"proj_last_bn": "affine"}})
     assert from_dict(cfg.to_dict()) == cfg
     assert Config() == from_dict(Config().to_dict())
+
+
+def test_docs_config_page_is_generated_from_the_schema() -> None:
+    from gsg.config import schema_markdown
+
+    doc = (Path(__file__).parents[1] / "docs" / "config.md").read_text()
+    assert doc.strip() == schema_markdown().strip(), "regenerate docs/config.md (command at its top)"
+    assert "| `batch_size` | `512` |" in doc

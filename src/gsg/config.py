@@ -23,7 +23,7 @@ from gsg.errors import ConfigError
 @dataclass
 class DataConfig:
     dataset: str = "fashion-mnist"
-    data_dir: str | None = None
+    data_dir: str | None = None  # where dataset files are looked for first
     subset: int | None = None  # train on a fixed random subset of N images
     image_size: int | None = None  # None: the dataset's own size (image folders: 224)
     recipe: str | None = None  # augmentation; None: grayscale / cifar / imagenet by channels and size
@@ -35,17 +35,17 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     backbone: str = "resnet18"
-    width: float = 1.0
+    width: float = 1.0  # channel multiplier of every ResNet stage (0.25 for CPU runs)
     cifar_stem: bool | None = None  # None: automatic for inputs up to 64 px
     proj_layers: int = 2  # 2: CIFAR projector, 3: ImageNet projector (Appendix C)
-    proj_dim: int = 2048
+    proj_dim: int = 2048  # projector output (and predictor input/output) dimension
     proj_hidden: int | None = None  # None: proj_dim
     proj_last_bn: str = "plain"  # affine | plain | none
     predictor: str = "mlp"  # mlp | linear | none | directpred | directcopy
-    pred_hidden: int = 512
-    directpred_rho: float = 0.3
-    directpred_eps: float = 0.1
-    directpred_freq: int = 1
+    pred_hidden: int = 512  # the MLP predictor's bottleneck
+    directpred_rho: float = 0.3  # EMA rate of the correlation matrix F̂ (Tian et al.)
+    directpred_eps: float = 0.1  # boost of small eigenvalues, relative to the largest
+    directpred_freq: int = 1  # recompute W_p every N steps
 
 
 @dataclass
@@ -59,34 +59,34 @@ class SSLConfig:
 
 @dataclass
 class OptimConfig:
-    epochs: int = 200
+    epochs: int = 200  # pretraining epochs
     batch_size: int = 512  # global; under torchrun each process takes batch_size / world_size and GSG pairs within it
     base_lr: float = 0.05  # lr = base_lr × global batch / 256
     lr: float | None = None  # absolute lr; overrides base_lr scaling
     schedule: str = "cosine"  # cosine | constant
-    warmup_epochs: int = 0
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+    warmup_epochs: int = 0  # linear lr warm-up
+    momentum: float = 0.9  # SGD momentum
+    weight_decay: float = 5e-4  # SGD weight decay (all parameters)
     fix_pred_lr: bool = False  # SimSiam: keep the predictor's lr constant
 
 
 @dataclass
 class RunConfig:
-    seed: int = 0
-    out: str = "runs/gsg"
+    seed: int = 0  # seeds the subset, batch order, augmentation, pairing and weights
+    out: str = "runs/gsg"  # run directory: checkpoint.pt, metrics.jsonl, tb/, config.json
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: str = "auto"  # auto (bf16 on CUDA that supports it, off on CPU) | bf16 | fp16 | off
     channels_last: bool | None = None  # None: on (faster on CUDA and on CPU)
-    compile: bool = False
+    compile: bool = False  # torch.compile the model
     checkpoint_every: int = 1  # epochs
     knn_every: int = 1  # epochs; 0 disables the online kNN monitor
-    knn_k: int = 200
-    knn_t: float = 0.1
+    knn_k: int = 200  # weighted kNN monitor (InstDisc); k=1 is also reported
+    knn_t: float = 0.1  # temperature of the weighted vote
     knn_train_subset: int | None = 10000  # fixed subset of the clean train set used as the kNN bank
-    knn_test_subset: int | None = None
+    knn_test_subset: int | None = None  # fixed subset of the test set for the monitor
     log_every: int = 20  # steps
-    tensorboard: bool = True
-    progress: bool = True
+    tensorboard: bool = True  # also write TensorBoard scalars to OUT/tb
+    progress: bool = True  # progress bar on stderr
     limit_batches: int | None = None  # stop each epoch after N batches (smoke tests)
     on_nonfinite: str = "stop"  # stop | rollback (reload the last checkpoint with half the lr)
 
@@ -262,3 +262,28 @@ def from_dict(d: dict[str, Any]) -> Config:
     """Rebuild a config saved with :meth:`Config.to_dict` (e.g. from a checkpoint)."""
     return apply(Config(), d, origin="checkpoint config")
 
+
+
+def schema_markdown() -> str:
+    """docs/config.md, generated from this module (defaults and the comments beside them)."""
+    import inspect
+    import re
+
+    lines = ["# Configuration", "",
+             "One schema, defaults in one place: [`src/gsg/config.py`](../src/gsg/config.py). A config is built as",
+             "defaults ← preset (`--preset`) ← file (`--config FILE`, TOML or JSON with `[section]` tables) ← flags",
+             "(`--epochs`, …, and `--set SECTION.KEY=VALUE` for any key). Unknown sections and keys are errors that",
+             "name the nearest valid key. `gsg pretrain ... --print-config` prints the resolved config.",
+             "", "This page is generated: `python -c 'from gsg.config import schema_markdown as s; print(s())'`.", ""]
+    for section, cls in _SECTION_TYPES.items():
+        lines += [f"## [{section}]", "", "| key | default | meaning |", "|---|---|---|"]
+        body = inspect.getsource(cls)
+        for f in dataclasses.fields(cls):
+            m = re.search(rf"^\s+{f.name}: .*?=\s*(.*?)(?:\s+#\s*(.*))?$", body, re.M)
+            default, comment = (m.group(1), m.group(2) or "") if m else ("", "")
+            choices = CHOICES.get((section, f.name))
+            if choices:
+                comment = (comment + "; " if comment else "") + "one of " + ", ".join(f"`{c}`" for c in choices)
+            lines.append(f"| `{f.name}` | `{default}` | {comment.replace('|', '/')} |")
+        lines.append("")
+    return "\n".join(lines)
