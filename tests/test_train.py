@@ -33,6 +33,8 @@ def test_every_combination_trains(make_config, method: str, policy: str, pred: s
         # the target moved towards the online network but is not equal to it
         assert not torch.equal(before["target.backbone.conv1.weight"], after["target.backbone.conv1.weight"])
         assert not torch.equal(after["target.backbone.conv1.weight"], after["backbone.conv1.weight"])
+    if pred == "linear":
+        assert 0.0 < result["pred_alignment"] <= 1.0 + 1e-6
     if pred in ("directpred", "directcopy"):
         assert bool(after["predictor.corr_initialized"])
         assert 0.0 < result["pred_alignment"] <= 1.0 + 1e-6

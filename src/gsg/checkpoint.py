@@ -289,9 +289,15 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
             warnings.filterwarnings("ignore", message=".*pickle protocol.*", category=UserWarning)
             obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
+        reason = _unsafe_reason(exc)
+        if "GLOBAL" not in reason:  # an opcode the safe unpickler does not know: garbage, e.g. a cut-off file
+            raise CheckpointError(
+                f"checkpoint {path} is truncated or corrupt (not a checkpoint's pickle: {reason}); nothing from "
+                "it was executed; use an earlier checkpoint or retrain"
+            ) from exc
         raise CheckpointError(
             f"refused to load {path}: it is not a plain checkpoint of tensors and values and could run code "
-            f"when unpickled ({_unsafe_reason(exc)}). Nothing from it was executed. gsg checkpoints hold "
+            f"when unpickled ({reason}). Nothing from it was executed. gsg checkpoints hold "
             "only tensors and plain values; do not load files from untrusted sources."
         ) from exc
     except PermissionError as exc:

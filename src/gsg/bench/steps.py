@@ -151,7 +151,7 @@ def run(*, device: str = "auto", quick: bool = False, methods: Sequence[str] = (
         width: float | None = None, batch_size: int | None = None, proj_dim: int | None = None,
         pred_hidden: int | None = None, image_size: int | None = None, backbone: str = "resnet18",
         repeats: int = 15, warmup: int = 2, amp: str = "auto", channels_last: bool | None = None,
-        compile: bool = False, profile: bool = False) -> dict[str, Any]:
+        compile: bool = False, profile: bool = True) -> dict[str, Any]:
     """Median step time of the six variants (or those of ``methods``), timed round-robin on one batch.
 
     Model size and batch default per device (``model_defaults``); ``quick`` shrinks everything for tests.

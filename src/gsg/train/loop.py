@@ -28,6 +28,7 @@ from gsg.data.datasets import ImageDataset, load_dataset
 from gsg.data.loader import BatchLoader
 from gsg.data.views import BatchAugment, make_recipe
 from gsg.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
+from gsg.models.directpred import DirectPredictor, batch_correlation, eigenspace_alignment
 from gsg.models.embed import embed
 from gsg.ssl.build import backbone_spec, build_model
 from gsg.ssl.ema import momentum_at
@@ -286,6 +287,7 @@ class Trainer:
         zstd_sum = torch.zeros((), device=self.device)
         n = 0
         last_z: Tensor | None = None
+        last_z_online: Tensor | None = None
         case_sum = torch.zeros(4, device=self.device)
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
         t0 = time.perf_counter()
@@ -314,7 +316,7 @@ class Trainer:
                                     first_bad)
             loss_sum += torch.nan_to_num(loss.detach(), nan=0.0)
             zstd_sum += stats["z_std"]
-            last_z = stats["z"]
+            last_z, last_z_online = stats["z"], stats["z_online"]
             if "case_share" in stats:
                 case_sum += stats["case_share"]
             n += 1
@@ -342,9 +344,13 @@ class Trainer:
         loss_mean = float(all_reduce_mean(loss_sum / n, self.dist))
         result = {"epoch": epoch + 1, "loss": loss_mean, "z_std": float(zstd_sum) / n,
                   "epoch_time_s": time.perf_counter() - t0, "lr": lr}
-        pred_alignment = getattr(self.model.predictor, "alignment", None)
-        if pred_alignment is not None:  # DirectPred/DirectCopy: eigenspace alignment of W_p with F̂
-            result["pred_alignment"] = pred_alignment()
+        pred = self.model.predictor
+        if isinstance(pred, DirectPredictor):  # W_p is built from F̂'s eigenvectors: 1 when freq = 1
+            result["pred_alignment"] = pred.alignment()
+        elif isinstance(pred, nn.Linear) and last_z_online is not None:
+            # Tian et al.'s observation: an SGD-trained linear W_p aligns with the correlation F of its inputs.
+            result["pred_alignment"] = eigenspace_alignment(pred.weight.detach().float(),
+                                                            batch_correlation(last_z_online))
         if last_z is not None:  # dimensional collapse, which std(z/|z|) misses under a BatchNorm output
             result["z_rankme"] = rankme(last_z)
             result["z_center_ratio"] = center_residual(last_z)["m_o"]
