@@ -41,6 +41,7 @@ from gsg.train.optim import build_optimizer, effective_lr, lr_factor, set_lr
 
 log = logging.getLogger("gsg.train")
 CHECKPOINT_NAME = "checkpoint.pt"
+ALIGNMENT_TOP = 10  # eigenvectors of F over which a linear predictor's alignment is averaged
 
 
 @dataclass
@@ -349,8 +350,10 @@ class Trainer:
             result["pred_alignment"] = pred.alignment()
         elif isinstance(pred, nn.Linear) and last_z_online is not None:
             # Tian et al.'s observation: an SGD-trained linear W_p aligns with the correlation F of its inputs.
-            result["pred_alignment"] = eigenspace_alignment(pred.weight.detach().float(),
-                                                            batch_correlation(last_z_online))
+            # One batch's F has rank <= 2B, so the mean is over its top eigenvectors, where the signal is.
+            w = pred.weight.detach().float()
+            result["pred_alignment"] = eigenspace_alignment(w, batch_correlation(last_z_online),
+                                                            top=min(ALIGNMENT_TOP, w.shape[0]))
         if last_z is not None:  # dimensional collapse, which std(z/|z|) misses under a BatchNorm output
             result["z_rankme"] = rankme(last_z)
             result["z_center_ratio"] = center_residual(last_z)["m_o"]
