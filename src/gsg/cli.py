@@ -161,6 +161,18 @@ def build_parser() -> argparse.ArgumentParser:
     dg.add_argument("--plot", type=Path, help="spectrum PNG (default: next to the checkpoint)")
     dg.add_argument("--device", default="auto")
 
+    rp = sub.add_parser("reproduce", help="reproduce a table or figure of the paper (results.md, plots)",
+                        allow_abbrev=False)
+    rp.set_defaults(_parser=rp, func=cmd_reproduce)
+    rp.add_argument("experiment", choices=_reproduce_experiments())
+    rp.add_argument("--scale", choices=["cpu", "full"], default="cpu")
+    rp.add_argument("--seeds", type=int)
+    rp.add_argument("--out", type=Path)
+    rp.add_argument("--device", default="auto")
+    rp.add_argument("--dry-run", action="store_true", help="print the commands of every run without training")
+    rp.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="override a config key in every run (and reproduce.* evaluation options)")
+
     sim = sub.add_parser("simulate", help="linear learning dynamics of Tian et al. (plots + JSON)", allow_abbrev=False)
     sim.set_defaults(_parser=sim, func=cmd_simulate)
     sim.add_argument("experiment", choices=[*_simulation_experiments(), "all"])
@@ -202,18 +214,23 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         value = getattr(args, flag)
         if value is not None:
             out.setdefault(section, {})[key] = value
-    for item in args.set:
+    for section, values in _set_overrides(args.set).items():
+        out.setdefault(section, {}).update(values)
+    return out
+
+
+def _set_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
         if "=" not in item or "." not in item.split("=", 1)[0]:
             raise GsgError(f"--set expects SECTION.KEY=VALUE (e.g. model.proj_last_bn=affine), got {item!r}")
         name, value = item.split("=", 1)
         section, key = name.split(".", 1)
         parsed: Any = value
         try:
-            parsed = json.loads(value)
+            parsed = json.loads(value)  # numbers, true/false, null, lists
         except json.JSONDecodeError:
             pass
-        if value.lower() in ("none", "null"):
-            parsed = None
         out.setdefault(section, {})[key] = parsed
     return out
 
@@ -287,6 +304,36 @@ def cmd_tsne(args: argparse.Namespace) -> int:
     r = tsne_evaluate(args.checkpoint, args.out, dataset=args.dataset, data_dir=args.data_dir,
                       max_points=args.max_points, device=args.device, title=args.title, target=args.target)
     print(f"t-SNE of {r['points']} test images: {r['png']} (kNN k=200 {r['knn_k200']:.2f}%, k=1 {r['knn_k1']:.2f}%)")
+    return 0
+
+
+def _reproduce_experiments() -> tuple[str, ...]:
+    from gsg.reproduce import EXPERIMENTS
+
+    return tuple(EXPERIMENTS)
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from gsg.reproduce import reproduce
+    from gsg.train.loop import Interrupted
+
+    args.resume = False
+    overrides = _set_overrides(args.set)
+    try:
+        r = reproduce(args.experiment, scale=args.scale, seeds=args.seeds, out=args.out, device=args.device,
+                      dry_run=args.dry_run, base_overrides=overrides or None)
+    except Interrupted as exc:
+        print(f"gsg: {exc}; run the same gsg reproduce command again to continue", file=sys.stderr)
+        return 130
+    if args.dry_run:
+        print(r["commands_md"])
+        return 0
+    out = Path(r.get("out", args.out or "."))
+    for name in ("results.md", "results.json", "commands.md"):
+        print(f"{name}: {out / name}")
+    for png in r.get("plots", []):
+        print(f"plot: {png}")
+    print(f"took {r['timing']['wall_s'] / 60:.1f} min")
     return 0
 
 

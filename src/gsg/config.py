@@ -137,6 +137,8 @@ def _coerce(section: str, key: str, value: Any, annotation: Any) -> Any:
     where = f"{section}.{key}"
     args = typing.get_args(annotation)
     optional = type(None) in args
+    if optional and isinstance(value, str) and value.lower() in ("none", "null"):
+        value = None  # "--set run.knn_test_subset=none"; a str field such as predictor keeps "none"
     if value is None:
         if optional:
             return None

@@ -1,0 +1,442 @@
+"""The paper's experiments as data: for each experiment and scale, the runs (name + config overrides), the
+evaluations, the claims to check and the numbers the papers report.
+
+Nothing here trains; :mod:`gsg.reproduce.runner` executes these definitions and :mod:`gsg.reproduce.report`
+renders them. Two scales:
+
+``cpu``
+    Fashion-MNIST (read offline from Debian's ``dataset-fashion-mnist``), a 1000-image training subset, a
+    CIFAR-stem ResNet-18 of width 0.25 at 28 px, batch 128, lr 0.06 constant (the paper's CIFAR-10 setting),
+    one seed. Each experiment is sized to finish within 60 minutes on 2 CPU cores (:func:`estimate_seconds`).
+``full``
+    The paper's settings for GPUs: the ``cifar10`` preset (CIFAR ResNet-18, 200 epochs, batch 512, lr 0.06
+    constant; Fig. 5: 400 epochs) and, for Table 4 only, the ``imagenet`` preset (ResNet-50, 100 epochs).
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from gsg.errors import ConfigError
+
+Overrides = dict[str, dict[str, Any]]
+
+EXPERIMENTS: tuple[str, ...] = ("table1", "fig4", "fig5", "table4", "tsne", "directpred")
+SCALES: tuple[str, ...] = ("cpu", "full")
+EVALS: tuple[str, ...] = ("knn", "linear", "tsne")
+
+
+@dataclass(frozen=True, eq=False)
+class RunDef:
+    """One training run of an experiment (repeated per seed)."""
+
+    name: str  # directory and key: out/runs/<name>-s<seed>
+    label: str  # the paper's name for it (table row, legend entry)
+    group: str  # plot panel / table block
+    overrides: Overrides  # applied on top of the experiment's base
+
+
+@dataclass(frozen=True)
+class LinearDef:
+    mode: str  # "features" (precomputed clean features, CPU) | "augment" (the paper's protocol)
+    epochs: int = 90
+    train_subset: int | None = None
+
+
+@dataclass(frozen=True)
+class TsneDef:
+    max_points: int = 5000
+    train_subset: int | None = None  # kNN bank for the accuracy in each panel's title
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A statement of the paper checked on our numbers.
+
+    kind: ``greater`` (a > b), ``close`` (|a - b| <= tol), ``collapsed`` / ``not_collapsed`` (a's final kNN
+    within ``tol`` points of chance, the paper's criterion "the accuracy converges to the chance level"),
+    ``range`` (max - min over ``runs`` <= tol). ``metric``: ``knn`` (the experiment's kNN), ``linear``,
+    ``tsne_knn``.
+    """
+
+    text: str
+    kind: str
+    a: str = ""
+    b: str = ""
+    runs: tuple[str, ...] = ()
+    metric: str = "knn"
+    tol: float = 0.0
+
+
+@dataclass(frozen=True, eq=False)
+class Experiment:
+    name: str
+    scale: str
+    title: str
+    paper_ref: str
+    preset: str | None
+    base: Overrides
+    runs: tuple[RunDef, ...]
+    default_seeds: int
+    evals: tuple[str, ...]
+    knn_metric: str  # history key reported as "kNN" (k=1: the paper's CIFAR-10 protocol; k=200: ImageNet)
+    chance: float  # chance-level accuracy (%) of the dataset, for the collapse criterion
+    dataset_label: str
+    linear: LinearDef | None = None
+    tsne: TsneDef | None = None
+    claims: tuple[Claim, ...] = ()
+    notes: tuple[str, ...] = ()
+    paper: dict[str, Any] = field(default_factory=dict)
+
+    def run(self, name: str) -> RunDef:
+        for r in self.runs:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+
+# ------------------------------------------------------------------------------------------ paper numbers
+
+# GSG paper (Lee & Lee, NeurIPS 2023), Table 1: mean ± std over 3 runs. CIFAR-10 kNN is k=1, ImageNet k=200.
+PAPER_TABLE1: dict[str, dict[str, tuple[float, float]]] = {
+    "simsiam": {"cifar10_knn": (77.0, 0.67), "cifar10_linear": (82.7, 0.26),
+                "imagenet_knn": (51.7, 0.11), "imagenet_linear": (67.9, 0.09)},
+    "simsiam_gsg": {"cifar10_knn": (82.2, 0.48), "cifar10_linear": (86.4, 0.28),
+                    "imagenet_knn": (58.4, 0.17), "imagenet_linear": (69.4, 0.02)},
+    "byol": {"cifar10_knn": (85.4, 0.24), "cifar10_linear": (88.0, 0.09),
+             "imagenet_knn": (56.5, 0.16), "imagenet_linear": (69.9, 0.02)},
+    "byol_gsg": {"cifar10_knn": (89.4, 0.21), "cifar10_linear": (90.3, 0.16),
+                 "imagenet_knn": (62.2, 0.06), "imagenet_linear": (71.1, 0.12)},
+}
+
+# GSG paper Table 4: ImageNet linear top-1 (%) by batch size b (ResNet-50, 100 epochs), plus the explicit
+# contrastive baselines the table quotes from MoCo and SimCLR (b = negatives from the batch or memory bank).
+PAPER_TABLE4: dict[str, dict[int, float]] = {
+    "simsiam_gsg": {1024: 70.1, 512: 69.4, 256: 69.9},
+    "byol_gsg": {1024: 71.9, 512: 71.0, 256: 71.6},
+}
+PAPER_TABLE4_CONTRASTIVE: dict[str, dict[int, float]] = {
+    "End-to-end (He et al.)": {1024: 57.3, 512: 56.3, 256: 54.9},
+    "InstDisc (Wu et al.)": {1024: 54.1, 512: 52.0, 256: 50.0},
+    "MoCo (He et al.)": {1024: 57.5, 512: 56.4, 256: 54.7},
+    "SimCLR (Chen et al.)": {1024: 62.8, 512: 60.7, 256: 57.5},
+}
+
+# GSG paper Fig. 4 / Fig. 5 give curves only; their text makes these qualitative statements.
+PAPER_FIG4: dict[str, str] = {
+    "simsiam": "baseline; ≈ random sg",
+    "simsiam_gsg": "best in every panel",
+    "simsiam_random": "≈ symmetric (original)",
+    "simsiam_reverse": "much lower; on CIFAR-10 collapses to 10% (chance)",
+    "byol": "baseline; ≈ random sg",
+    "byol_gsg": "best in every panel",
+    "byol_random": "≈ symmetric (original)",
+    "byol_reverse": "much lower; does not collapse on CIFAR-10 (momentum encoder)",
+}
+PAPER_FIG5: dict[str, str] = {
+    "simsiam_nopred": "collapses to chance (10% CIFAR-10, 0.1% ImageNet)",
+    "simsiam_gsg_nopred": "does not collapse (below the run with a predictor)",
+    "byol_nopred": "collapses to chance (10% CIFAR-10, 0.1% ImageNet)",
+    "byol_gsg_nopred": "does not collapse (below the run with a predictor)",
+}
+PAPER_TSNE: dict[str, str] = {
+    "simsiam": "Fig. 6(a): clusters overlap more",
+    "simsiam_gsg": "Fig. 6(b): clusters better separated than (a)",
+    "byol": "Fig. 6(c): clusters overlap more",
+    "byol_gsg": "Fig. 6(d): clusters better separated than (c)",
+}
+
+# Tian, Chen & Ganguli (ICML 2021), BYOL with EMA, no predictor bias, linear top-1 (%), mean ± std over 5 seeds.
+# STL-10, ResNet-18, 100 epochs: Table 3 ("regular" W_p) for the 2-layer and the SGD-trained linear predictor,
+# Table 6 (rho 0.3, eps 0.1) for DirectPred. CIFAR-10, 100 epochs: Table 8 (DirectPred and its "SGD
+# baseline", the SGD-trained linear predictor); Table 8 has no 2-layer row. No paper runs these with GSG.
+TIAN_STL10: dict[str, tuple[float, float]] = {"mlp": (78.85, 0.25), "linear": (74.51, 0.47),
+                                               "directpred": (77.86, 0.16)}
+TIAN_CIFAR10: dict[str, tuple[float, float]] = {"linear": (84.49, 0.20), "directpred": (85.21, 0.23)}
+
+# ------------------------------------------------------------------------------------------ scales
+
+# CPU scale: the brief's small model on Fashion-MNIST. The projector keeps the CIFAR layout (2 layers) at
+# width 512, the predictor a 4× bottleneck (512 → 128 → 512) as SimSiam's 2048 → 512 → 2048.
+CPU_BASE: Overrides = {
+    "data": {"dataset": "fashion-mnist", "subset": 1000},
+    "model": {"backbone": "resnet18", "width": 0.25, "proj_dim": 512, "pred_hidden": 128},
+    # The cifar10 preset's BYOL target: a constant 0.99 momentum, as the GSG authors' code.
+    "ssl": {"ema_momentum": 0.99, "ema_schedule": "constant", "views": "reuse"},
+    "optim": {"batch_size": 128, "lr": 0.06, "schedule": "constant", "weight_decay": 5e-4},
+    "run": {"knn_every": 1, "knn_train_subset": 2000, "knn_test_subset": 1000, "progress": False,
+            "checkpoint_every": 5},
+}
+CPU_LINEAR = LinearDef(mode="features", epochs=90, train_subset=10000)
+# The panel titles' kNN uses the full training set as bank, as `gsg tsne` does, so the commands match exactly.
+CPU_TSNE = TsneDef(max_points=2000, train_subset=None)
+FULL_LINEAR = LinearDef(mode="augment", epochs=90)
+FULL_TSNE = TsneDef(max_points=5000)
+
+CPU_DATASET = "Fashion-MNIST (28 px, grayscale, 10 classes)"
+CIFAR_DATASET = "CIFAR-10"
+IMAGENET_DATASET = "ImageNet (image folder given by data.data_dir)"
+
+# Static notes; the runner adds the ones that depend on the resolved settings (kNN bank, linear probe).
+# "{dataset}" is replaced by the dataset the runs trained on.
+CPU_NOTES: tuple[str, ...] = (
+    "Scale `cpu`: every number in the *ours* columns was measured by this command on {dataset} with a small "
+    "ResNet-18 on CPU. The paper's numbers are on CIFAR-10 / ImageNet with full-size ResNets and far longer "
+    "training: the absolute values are **not comparable**; what is compared is the ordering of the variants, "
+    "i.e. the paper's claims.",
+    "One seed by default at cpu scale (`--seeds N` for more): a difference of a point or two between "
+    "variants is within seed-to-seed noise.",
+)
+FULL_NOTES: tuple[str, ...] = (
+    "Scale `full`: the paper's settings; every number in the *ours* columns was measured by this command on "
+    "{dataset}.",
+)
+
+
+def _merge(*layers: Overrides | None) -> Overrides:
+    """Later layers win key by key; the inputs are not modified."""
+    out: Overrides = {}
+    for layer in layers:
+        for section, values in (layer or {}).items():
+            out.setdefault(section, {}).update(copy.deepcopy(values))
+    return out
+
+
+def _sg(method: str, stop_gradient: str, **more: dict[str, Any]) -> Overrides:
+    return _merge({"ssl": {"method": method, "stop_gradient": stop_gradient}}, more)
+
+
+NAMES = {"simsiam": "SimSiam", "byol": "BYOL"}
+SG_SUFFIX = {"symmetric": "", "guided": "_gsg", "random": "_random", "reverse": "_reverse"}
+SG_LABEL = {"symmetric": "", "guided": " w/ GSG", "random": " w/ random sg", "reverse": " w/ reverse sg"}
+
+
+def _four_algorithms() -> tuple[RunDef, ...]:
+    return tuple(RunDef(f"{m}{SG_SUFFIX[sg]}", f"{NAMES[m]}{SG_LABEL[sg]}", NAMES[m], _sg(m, sg))
+                 for m in ("simsiam", "byol") for sg in ("symmetric", "guided"))
+
+
+# ------------------------------------------------------------------------------------------ definitions
+
+
+def _table1(scale: str) -> Experiment:
+    gsg_better = tuple(
+        Claim(f"{NAMES[m]} w/ GSG > {NAMES[m]} ({metric})", "greater", f"{m}_gsg", m, metric=metric)
+        for m in ("simsiam", "byol") for metric in ("knn", "linear"))
+    common: dict[str, Any] = {"name": "table1", "scale": scale, "title": "Table 1: representation quality",
+                              "paper_ref": "GSG paper, Table 1", "runs": _four_algorithms(),
+                              "evals": ("knn", "linear"), "knn_metric": "knn_k1", "chance": 10.0,
+                              "claims": gsg_better, "paper": {"table1": PAPER_TABLE1}}
+    if scale == "cpu":
+        # kNN every 2 epochs: the table reports the last epoch; the curve is secondary here (not so in Fig. 4/5).
+        base = _merge(CPU_BASE, {"optim": {"epochs": 40}, "run": {"knn_every": 2}})
+        return Experiment(**common, preset=None, base=base, default_seeds=1, dataset_label=CPU_DATASET,
+                          linear=CPU_LINEAR,
+                          notes=CPU_NOTES)
+    return Experiment(**common, preset="cifar10", base={"optim": {"epochs": 200}}, default_seeds=3,
+                      dataset_label=CIFAR_DATASET, linear=FULL_LINEAR,
+                      notes=(*FULL_NOTES, "Table 1 at full scale runs the CIFAR-10 half (3 seeds, as the paper); "
+                             "the ImageNet columns are the paper's only (our ImageNet recipe: `gsg reproduce "
+                             "table4 --scale full`, b=512 rows)."))
+
+
+def _fig4(scale: str) -> Experiment:
+    runs = tuple(RunDef(f"{m}{SG_SUFFIX[sg]}", f"{NAMES[m]}{SG_LABEL[sg]}", NAMES[m], _sg(m, sg))
+                 for m in ("simsiam", "byol") for sg in ("symmetric", "guided", "random", "reverse"))
+    claims: list[Claim] = []
+    for m in ("simsiam", "byol"):
+        n = NAMES[m]
+        claims += [Claim(f"{n}: GSG > symmetric", "greater", f"{m}_gsg", m),
+                   Claim(f"{n}: GSG > random sg", "greater", f"{m}_gsg", f"{m}_random"),
+                   Claim(f"{n}: GSG > reverse sg", "greater", f"{m}_gsg", f"{m}_reverse"),
+                   Claim(f"{n}: symmetric ≈ random sg (within 3 points)", "close", m, f"{m}_random", tol=3.0),
+                   Claim(f"{n}: reverse sg < symmetric", "greater", m, f"{m}_reverse")]
+    claims += [Claim("SimSiam w/ reverse sg collapses (CIFAR-10 in the paper; final kNN within 5 points of "
+                     "chance)", "collapsed", "simsiam_reverse", tol=5.0),
+               Claim("BYOL w/ reverse sg does not collapse", "not_collapsed", "byol_reverse", tol=5.0)]
+    common: dict[str, Any] = {"name": "fig4", "scale": scale, "title": "Figure 4: importance of guiding",
+                              "paper_ref": "GSG paper, Figure 4 and §6.1", "runs": runs, "evals": ("knn",),
+                              "knn_metric": "knn_k1", "chance": 10.0, "claims": tuple(claims),
+                              "paper": {"fig4": PAPER_FIG4}, "default_seeds": 1}
+    if scale == "cpu":
+        return Experiment(**common, preset=None, base=_merge(CPU_BASE, {"optim": {"epochs": 18}}),
+                          dataset_label=CPU_DATASET,
+                          notes=(*CPU_NOTES, "Fig. 4 at cpu scale: 8 runs of 18 epochs each, to fit 60 minutes."))
+    return Experiment(**common, preset="cifar10", base={"optim": {"epochs": 200}}, dataset_label=CIFAR_DATASET,
+                      notes=(*FULL_NOTES, "Fig. 4 at full scale reproduces the CIFAR-10 panels (c) and (d)."))
+
+
+def _fig5(scale: str) -> Experiment:
+    runs = tuple(RunDef(f"{m}{SG_SUFFIX[sg]}_nopred", f"{NAMES[m]}{SG_LABEL[sg]} w/o predictor", NAMES[m],
+                        _sg(m, sg, model={"predictor": "none"}))
+                 for m in ("simsiam", "byol") for sg in ("symmetric", "guided"))
+    claims = tuple(
+        c for m in ("simsiam", "byol") for c in (
+            Claim(f"{NAMES[m]} w/o predictor collapses (final kNN within 5 points of chance)", "collapsed",
+                  f"{m}_nopred", tol=5.0),
+            Claim(f"{NAMES[m]} w/ GSG w/o predictor does not collapse", "not_collapsed", f"{m}_gsg_nopred",
+                  tol=5.0),
+            Claim(f"{NAMES[m]} w/o predictor: GSG > symmetric", "greater", f"{m}_gsg_nopred", f"{m}_nopred")))
+    common: dict[str, Any] = {"name": "fig5", "scale": scale, "title": "Figure 5: preventing collapse",
+                              "paper_ref": "GSG paper, Figure 5 and §6.2", "runs": runs, "evals": ("knn",),
+                              "knn_metric": "knn_k1", "chance": 10.0, "claims": claims,
+                              "paper": {"fig5": PAPER_FIG5}, "default_seeds": 1}
+    if scale == "cpu":
+        return Experiment(**common, preset=None, base=_merge(CPU_BASE, {"optim": {"epochs": 40}}),
+                          dataset_label=CPU_DATASET,
+                          notes=(*CPU_NOTES, "Fig. 5 at cpu scale: 40 epochs (the paper runs CIFAR-10 for 400 "
+                                 "epochs to confirm complete collapse; collapse may not be complete this early). "
+                                 "std(z/|z|)·√d is plotted too: 0 means complete collapse."))
+    return Experiment(**common, preset="cifar10", base={"optim": {"epochs": 400}}, dataset_label=CIFAR_DATASET,
+                      notes=(*FULL_NOTES, "Fig. 5 at full scale: CIFAR-10 for 400 epochs, as the paper (panels (c), "
+                             "(d))."))
+
+
+# cpu batch sizes stand for the paper's: the same 1/2×, 1×, 2× around the default batch.
+TABLE4_BATCHES = {"cpu": (256, 128, 64), "full": (1024, 512, 256)}
+TABLE4_PAPER_B = {256: 1024, 128: 512, 64: 256, 1024: 1024, 512: 512}
+
+
+def _table4(scale: str) -> Experiment:
+    runs = tuple(
+        RunDef(f"{m}_gsg_b{b}", f"{NAMES[m]} w/ GSG, b={b}", f"{NAMES[m]} w/ GSG",
+               _sg(m, "guided", optim={"batch_size": b}))
+        for m in ("simsiam", "byol") for b in TABLE4_BATCHES[scale])
+    claims = tuple(
+        Claim(f"{NAMES[m]} w/ GSG holds its linear accuracy across batch sizes (range within 2 points; paper: "
+              f"{max(PAPER_TABLE4[m + '_gsg'].values()) - min(PAPER_TABLE4[m + '_gsg'].values()):.1f})", "range",
+              runs=tuple(f"{m}_gsg_b{b}" for b in TABLE4_BATCHES[scale]), metric="linear", tol=2.0)
+        for m in ("simsiam", "byol"))
+    common: dict[str, Any] = {"name": "table4", "scale": scale, "title": "Table 4: robustness to the batch size",
+                              "paper_ref": "GSG paper, Table 4 and §5.3", "runs": runs,
+                              "evals": ("knn", "linear"), "claims": claims, "default_seeds": 1,
+                              "paper": {"table4": PAPER_TABLE4, "table4_contrastive": PAPER_TABLE4_CONTRASTIVE}}
+    if scale == "cpu":
+        # lr scales linearly with the batch, as the paper's ImageNet recipe (0.05 × b/256): 0.06 at b=128.
+        # 1024 images make every batch size divide the subset, so each run sees the same images per epoch.
+        base = _merge(CPU_BASE, {"data": {"subset": 1024}, "optim": {"epochs": 25, "lr": None, "base_lr": 0.12},
+                                 "run": {"knn_every": 2}})
+        return Experiment(**common, preset=None, base=base, knn_metric="knn_k1", chance=10.0,
+                          dataset_label=CPU_DATASET, linear=CPU_LINEAR,
+                          notes=(*CPU_NOTES, "Table 4 at cpu scale: batch sizes 256 / 128 / 64 stand for the paper's "
+                                 "1024 / 512 / 256 (the same ratios around the default batch); lr = 0.12 × b/256 "
+                                 "(linear scaling, 0.06 at b=128, as the paper's 0.05 × b/256 on ImageNet); a "
+                                 "1024-image subset so that every batch size sees every image each epoch."))
+    return Experiment(**common, preset="imagenet", base={"optim": {"epochs": 100}}, knn_metric="knn_k200",
+                      chance=0.1, dataset_label=IMAGENET_DATASET, linear=FULL_LINEAR,
+                      notes=(*FULL_NOTES, "Table 4 is an ImageNet experiment in the paper, so its full scale uses "
+                             "the `imagenet` preset (ResNet-50, 100 epochs, lr 0.05 × b/256, cosine); pass "
+                             "the ImageNet folder with `--set data.data_dir=...`."))
+
+
+def _tsne(scale: str) -> Experiment:
+    table1 = _table1(scale)
+    claims = tuple(Claim(f"{NAMES[m]} w/ GSG separates classes better (proxy: kNN k=200 on the t-SNE "
+                         "panel's features)", "greater", f"{m}_gsg", m, metric="tsne_knn")
+                   for m in ("simsiam", "byol"))
+    # The same runs as Table 1 (same names and configs): with the same --out, Table 1's runs are reused.
+    return Experiment(name="tsne", scale=scale, title="Figure 6 (Appendix E): t-SNE of test-set representations",
+                      paper_ref="GSG paper, Appendix E, Figure 6", preset=table1.preset, base=table1.base,
+                      runs=table1.runs, default_seeds=1, evals=("knn", "tsne"), knn_metric="knn_k1",
+                      chance=10.0, dataset_label=table1.dataset_label,
+                      tsne=CPU_TSNE if scale == "cpu" else FULL_TSNE, claims=claims,
+                      notes=(table1.notes[0],), paper={"tsne": PAPER_TSNE})
+
+
+PREDICTOR_LABEL = {"mlp": "2-layer MLP predictor", "linear": "linear predictor (SGD)",
+                   "directpred": "DirectPred (ρ 0.3, ε 0.1)"}
+
+
+def _directpred(scale: str) -> Experiment:
+    runs = tuple(
+        RunDef(f"byol{SG_SUFFIX[sg]}_{p}", f"BYOL{SG_LABEL[sg]}, {PREDICTOR_LABEL[p]}",
+               "BYOL (symmetric)" if sg == "symmetric" else "BYOL w/ GSG",
+               _sg("byol", sg, model={"predictor": p, "directpred_rho": 0.3, "directpred_eps": 0.1,
+                                      "directpred_freq": 1}))
+        for sg in ("symmetric", "guided") for p in ("mlp", "linear", "directpred"))
+    claims = (Claim("DirectPred > SGD-trained linear predictor (Tian et al. Tables 3, 6, 8)", "greater",
+                    "byol_directpred", "byol_linear", metric="linear"),
+              Claim("2-layer MLP ≥ DirectPred (Tian et al. STL-10: 78.85 vs 77.86)", "greater", "byol_mlp",
+                    "byol_directpred", metric="linear"),
+              *(Claim(f"GSG > symmetric with the {PREDICTOR_LABEL[p]} (no paper number: the GSG claim carried "
+                      "over)", "greater", f"byol_gsg_{p}", f"byol_{p}", metric="linear")
+                for p in ("mlp", "linear", "directpred")))
+    common: dict[str, Any] = {"name": "directpred", "scale": scale,
+                              "title": "DirectPred vs linear vs 2-layer predictor, with and without GSG",
+                              "paper_ref": "Tian, Chen & Ganguli (ICML 2021), Tables 3, 6 and 8", "runs": runs,
+                              "evals": ("knn", "linear"), "knn_metric": "knn_k1", "chance": 10.0,
+                              "claims": claims, "default_seeds": 1,
+                              "paper": {"tian_stl10": TIAN_STL10, "tian_cifar10": TIAN_CIFAR10}}
+    tian = ("Tian et al. train BYOL with EMA and no predictor bias: STL-10 numbers are ResNet-18, 100 epochs, 5 "
+            "seeds (Table 3 'regular' W_p; Table 6 ρ=0.3, ε=0.1); CIFAR-10 numbers are Table 8 (100 epochs). "
+            "Our runs keep the GSG paper's CIFAR-10 optimisation (lr 0.06 constant, wd 5e-4, EMA 0.99 "
+            "constant), not Tian et al.'s (lr 0.03, wd 4e-4, EMA 0.996).")
+    if scale == "cpu":
+        base = _merge(CPU_BASE, {"optim": {"epochs": 25}, "run": {"knn_every": 2}})
+        return Experiment(**common, preset=None, base=base, dataset_label=CPU_DATASET, linear=CPU_LINEAR,
+                          notes=(*CPU_NOTES, tian))
+    return Experiment(**common, preset="cifar10", base={"optim": {"epochs": 100}}, dataset_label=CIFAR_DATASET,
+                      linear=FULL_LINEAR,
+                      notes=(*FULL_NOTES, tian, "Full scale: CIFAR-10 for 100 epochs, to match Tian et al.'s "
+                             "Table 8."))
+
+
+_BUILDERS = {"table1": _table1, "fig4": _fig4, "fig5": _fig5, "table4": _table4, "tsne": _tsne,
+             "directpred": _directpred}
+
+
+def _check_choice(what: str, value: str, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        close = difflib.get_close_matches(value, valid, n=1, cutoff=0.5)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"unknown {what} {value!r}{hint}; choose one of {', '.join(valid)}")
+
+
+def get_experiment(name: str, scale: str) -> Experiment:
+    """The definition of experiment ``name`` at ``scale``; a ConfigError names the valid ones."""
+    _check_choice("experiment", name, EXPERIMENTS)
+    _check_choice("scale", scale, SCALES)
+    return _BUILDERS[name](scale)
+
+
+def run_overrides(exp: Experiment, run: RunDef) -> Overrides:
+    """The run's config overrides on top of the experiment's preset (without seed, out and device)."""
+    return _merge(exp.base, run.overrides)
+
+
+# ------------------------------------------------------------------------------------------ cost model
+
+# Seconds on 2 CPU cores for the cpu-scale model (ResNet-18 width 0.25, CIFAR stem, 28 px, proj_dim 512),
+# from the project's 2-core machine: an epoch of 1000 Fashion-MNIST images at batch 128 (7 steps, 896 images)
+# takes 8-15 s, so 12 s per 896 images; one online kNN evaluation (embed 2000 + 1000 images) 3-6 s; start-up
+# (imports, reading the Fashion-MNIST files) about 20 s; the feature-mode linear probe embeds 10000 + 10000
+# images and fits 90 epochs of a 128-d classifier (about 45 s; 3000 + 10000 images took 60 s on one busy
+# core); a t-SNE panel embeds the 60000 training and 10000 test images (kNN in its title) and runs Barnes-Hut
+# on 2000 points (about 100 s). CPU_COST_SLOW is the top of the measured range: every cpu experiment must fit
+# in 60 minutes under it too.
+CPU_COST = {"train_per_image": 12.0 / 896, "knn": 5.0, "checkpoint": 0.3, "startup": 20.0, "linear": 45.0,
+            "tsne": 100.0}
+CPU_COST_SLOW = {"train_per_image": 15.0 / 896, "knn": 6.0, "checkpoint": 0.5, "startup": 25.0, "linear": 55.0,
+                 "tsne": 140.0}
+CPU_BUDGET_S = 3600.0
+
+
+def estimate_seconds(epochs: int, subset: int, batch_size: int, *, knn_every: int, checkpoint_every: int,
+                     evals: tuple[str, ...], cost: dict[str, float] | None = None) -> float:
+    """Estimated wall-clock seconds of one cpu-scale run on 2 CPU cores (see :data:`CPU_COST`)."""
+    images = (subset // batch_size) * batch_size  # drop_last
+    c = CPU_COST if cost is None else cost
+    knn_runs = math.ceil(epochs / knn_every) if knn_every else 0
+    total = c["startup"] + epochs * images * c["train_per_image"] + knn_runs * c["knn"]
+    total += math.ceil(epochs / checkpoint_every) * c["checkpoint"]
+    total += c["linear"] * ("linear" in evals) + c["tsne"] * ("tsne" in evals)
+    return total
+
+
+__all__ = ["CPU_BASE", "CPU_BUDGET_S", "CPU_COST", "CPU_COST_SLOW", "EVALS", "EXPERIMENTS", "PAPER_TABLE1",
+           "PAPER_TABLE4", "SCALES", "TIAN_CIFAR10", "TIAN_STL10", "Claim", "Experiment", "LinearDef", "RunDef",
+           "TsneDef", "estimate_seconds", "get_experiment", "run_overrides"]

@@ -1,0 +1,391 @@
+"""Reports of a reproduction: Markdown tables in the paper's layout (ours beside the paper's numbers),
+the exact commands, and matplotlib plots in the paper's style (accuracy per epoch, one line per variant).
+
+Everything here reads the results dict that :func:`gsg.reproduce.runner.reproduce` builds, so a report can
+be re-rendered from ``results.json`` without training.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from gsg.reproduce.experiments import (
+    PAPER_FIG4,
+    PAPER_FIG5,
+    PAPER_TABLE4_CONTRASTIVE,
+    PREDICTOR_LABEL,
+    TABLE4_BATCHES,
+    TABLE4_PAPER_B,
+    Experiment,
+)
+
+DASH = "–"
+
+# ------------------------------------------------------------------------------------------ formatting
+
+
+def fmt(mean: float | None, std: float | None = None, digits: int = 1) -> str:
+    """``mean ± std`` (std only when there is one), ``–`` for a missing value."""
+    if mean is None or not math.isfinite(mean):
+        return DASH
+    if std is None or not math.isfinite(std):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits + 1}f}"  # the paper's style: 82.2 ± 0.48
+
+
+def fmt_stat(stat: dict[str, Any] | None, digits: int = 1) -> str:
+    if not stat:
+        return DASH
+    return fmt(stat.get("mean"), stat.get("std"), digits)
+
+
+def fmt_paper(value: tuple[float, float] | float | None) -> str:
+    if value is None:
+        return DASH
+    if isinstance(value, tuple | list):
+        return f"{value[0]:.{_decimals(value[0])}f} ± {value[1]:.2f}"
+    return f"{value:.{_decimals(value)}f}"
+
+
+def _decimals(v: float) -> int:
+    return 2 if round(v, 1) != round(v, 2) else 1
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub-flavoured Markdown table; ``|`` inside a cell is escaped."""
+    def cell(x: str) -> str:
+        return str(x).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(cell(h) for h in headers) + " |",
+             "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def minutes(seconds: float | None) -> str:
+    if seconds is None:
+        return DASH
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def _knn_label(res: dict[str, Any]) -> str:
+    return "k=1" if res["knn_metric"] == "knn_k1" else "k=200"
+
+
+def _metric(res: dict[str, Any], name: str, metric: str, digits: int = 1) -> str:
+    v = res["variants"].get(name)
+    if v is None:
+        return DASH
+    if metric == "linear" and v.get("errors") and v["metrics"]["linear"]["n"] == 0:
+        return "error"
+    if "diverged" in v.get("status", []) and v["metrics"].get(metric, {}).get("n", 0) == 0:
+        return "diverged"
+    return fmt_stat(v["metrics"].get(metric), digits)
+
+
+def _ours(res: dict[str, Any]) -> str:
+    return f"ours, {res['dataset_name']}"
+
+
+# ------------------------------------------------------------------------------------------ tables
+
+
+def _table1(res: dict[str, Any]) -> str:
+    p = res["paper"]["table1"]
+    o = _ours(res)
+    headers = ["Algorithm", f"{o}: kNN ({_knn_label(res)})", f"{o}: kNN (k=200)", f"{o}: linear",
+               "paper ImageNet: kNN", "paper ImageNet: linear", "paper CIFAR-10: kNN (k=1)", "paper CIFAR-10: linear"]
+    rows = []
+    for name, v in res["variants"].items():
+        pp = p.get(name, {})
+        rows.append([v["label"], _metric(res, name, "knn"), _metric(res, name, "knn_k200"),
+                     _metric(res, name, "linear"), fmt_paper(pp.get("imagenet_knn")),
+                     fmt_paper(pp.get("imagenet_linear")), fmt_paper(pp.get("cifar10_knn")),
+                     fmt_paper(pp.get("cifar10_linear"))])
+    return table(headers, rows)
+
+
+def _curve_table(res: dict[str, Any], paper: dict[str, str], paper_head: str) -> str:
+    o = _ours(res)
+    headers = ["Algorithm", f"{o}: final kNN ({_knn_label(res)})", f"{o}: final kNN (k=200)",
+               f"{o}: best kNN ({_knn_label(res)})", f"{o}: std(z/‖z‖)·√d", f"{o}: collapsed?", paper_head]
+    rows = []
+    for name, v in res["variants"].items():
+        knn = v["metrics"]["knn"]["mean"]
+        collapsed = DASH if knn is None else ("yes" if knn <= res["chance"] + 5 else "no")
+        rows.append([v["label"], _metric(res, name, "knn"), _metric(res, name, "knn_k200"),
+                     _metric(res, name, "knn_best"), _metric(res, name, "z_std", 3), collapsed,
+                     paper.get(name, DASH)])
+    return table(headers, rows)
+
+
+def _table4(res: dict[str, Any]) -> str:
+    cpu = res["scale"] == "cpu"
+    ours_b = TABLE4_BATCHES[res["scale"]]
+    paper_b = [TABLE4_PAPER_B[b] for b in ours_b]
+    headers = ["Methodology", "Algorithm", "numbers"] + [
+        f"b={pb}" + (f" (ours: b={b})" if cpu else "") for pb, b in zip(paper_b, ours_b, strict=True)]
+    rows = [["Explicit contrastive", name, "paper: ImageNet linear", *(fmt_paper(v[pb]) for pb in paper_b)]
+            for name, v in PAPER_TABLE4_CONTRASTIVE.items()]
+    paper = res["paper"]["table4"]
+    o = _ours(res)
+    for m, label in (("simsiam", "SimSiam w/ GSG"), ("byol", "BYOL w/ GSG")):
+        rows.append(["Implicit contrastive", label, "paper: ImageNet linear",
+                     *(fmt_paper(paper[f"{m}_gsg"][pb]) for pb in paper_b)])
+        rows.append(["Implicit contrastive", label, f"{o}: linear",
+                     *(_metric(res, f"{m}_gsg_b{b}", "linear") for b in ours_b)])
+        rows.append(["Implicit contrastive", label, f"{o}: kNN ({_knn_label(res)})",
+                     *(_metric(res, f"{m}_gsg_b{b}", "knn") for b in ours_b)])
+    return table(headers, rows)
+
+
+def _tsne(res: dict[str, Any]) -> str:
+    paper = res["paper"]["tsne"]
+    headers = ["Panel", "Algorithm", "t-SNE PNG", "kNN of these features (k=200 / k=1)", "paper (Fig. 6)"]
+    rows = []
+    by_name = {r["name"]: r for r in res["runs"] if r["seed"] == 0}
+    for i, (name, v) in enumerate(res["variants"].items()):
+        r = by_name.get(name, {})
+        t = r.get("evals", {}).get("tsne", {})
+        png = Path(t["png"]).name if t.get("png") else (t.get("error") and "error") or DASH
+        knn = f"{fmt(t.get('knn_k200'))} / {fmt(t.get('knn_k1'))}" if t.get("png") else DASH
+        rows.append([f"({chr(97 + i)})", v["label"], f"tsne/{png}" if t.get("png") else png, knn,
+                     paper.get(name, DASH)])
+    return table(headers, rows)
+
+
+def _directpred(res: dict[str, Any]) -> str:
+    stl, cifar = res["paper"]["tian_stl10"], res["paper"]["tian_cifar10"]
+    o = _ours(res)
+    headers = ["Predictor", f"{o}: BYOL linear", f"{o}: BYOL kNN ({_knn_label(res)})", f"{o}: BYOL w/ GSG linear",
+               f"{o}: BYOL w/ GSG kNN ({_knn_label(res)})", "Tian et al. STL-10 (BYOL, linear)",
+               "Tian et al. CIFAR-10 (Table 8, linear)", "paper w/ GSG"]
+    rows = [[label, _metric(res, f"byol_{p}", "linear"), _metric(res, f"byol_{p}", "knn"),
+             _metric(res, f"byol_gsg_{p}", "linear"), _metric(res, f"byol_gsg_{p}", "knn"),
+             fmt_paper(stl.get(p)), fmt_paper(cifar.get(p)), "not reported"]
+            for p, label in PREDICTOR_LABEL.items()]
+    return table(headers, rows)
+
+
+def results_table(res: dict[str, Any]) -> str:
+    """The experiment's table in the paper's layout, our columns beside the paper's."""
+    name = res["experiment"]
+    if name == "table1":
+        return _table1(res)
+    if name == "fig4":
+        return _curve_table(res, PAPER_FIG4, "paper (Fig. 4, CIFAR-10; curves only)")
+    if name == "fig5":
+        return _curve_table(res, PAPER_FIG5, "paper (Fig. 5; curves only)")
+    if name == "table4":
+        return _table4(res)
+    if name == "tsne":
+        return _tsne(res)
+    if name == "directpred":
+        return _directpred(res)
+    raise KeyError(name)
+
+
+def results_markdown(res: dict[str, Any], exp: Experiment) -> str:
+    t = res["timing"]
+    est = f" (estimate for 2 CPU cores: {minutes(t['estimated_s'])})" if t.get("estimated_s") else ""
+    lines = [
+        f"# {res['title']}: reproduction at scale `{res['scale']}`",
+        "",
+        f"Reproduces {res['paper_ref']}. **Ours** (measured by this command): {res['dataset']}; {res['setting']}; "
+        f"{res['seeds']} seed(s) per variant, mean ± sample std (n−1) over seeds where there are several. The "
+        "paper's numbers are copied from the paper.",
+        "",
+        f"**Runtime:** {minutes(t['wall_s'])} wall-clock for this invocation; {minutes(t['compute_s'])} recorded "
+        f"over the {len(res['runs'])} runs (pretraining + evaluations, as measured when each finished){est}.",
+        "",
+        f"Command: `{res['command']}` (every run by hand: [commands.md](commands.md)).",
+        "",
+        *(f"- {n}" for n in res["notes"]),
+        "",
+        "## Results",
+        "",
+        results_table(res),
+        "",
+        "## The paper's claims, checked on our numbers",
+        "",
+        table(["claim", "ours", "verdict"], [[c["claim"], c["ours"], c["verdict"]] for c in res["claims"]]),
+        "",
+    ]
+    errors = [(v["label"], e) for v in res["variants"].values() for e in v.get("errors", [])]
+    errors += [(r["key"], r["error"]) for r in res["runs"] if r.get("error")]
+    if errors:
+        lines += ["Errors:", "", *(f"- {who}: {msg}" for who, msg in errors), ""]
+    if res.get("plots"):
+        lines += ["## Plots", "", *(f"![{Path(p).stem}]({Path(p).name})" for p in res["plots"]), ""]
+    lines += ["## Runs and runtime", "",
+              table(["run", "seed", "status", "this call", "epochs", f"final kNN ({_knn_label(res)})",
+                     "pretraining", "evaluations"],
+                    [[r["label"] or r["name"], str(r["seed"]), r["status"], r.get("how") or DASH,
+                      str(r["final"].get("epochs", DASH)), fmt(r["final"].get(res["knn_metric"])),
+                      minutes(r.get("pretrain_s")), minutes(r.get("evals_s"))] for r in res["runs"]]),
+              "",
+              "Times are wall-clock; a run that was resumed counts only the time of the call that finished it, "
+              "a reused run (done.json) the time recorded when it finished.",
+              ""]
+    return "\n".join(lines)
+
+
+def commands_markdown(res: dict[str, Any]) -> str:
+    """The exact commands: the whole reproduction, then each run by hand, with the time each took."""
+    t = res.get("timing", {})
+    lines = [f"# Commands: {res['title']} (scale `{res['scale']}`)", "",
+             "The whole reproduction (skips finished runs, resumes an interrupted one):", "",
+             "```bash", res["command"], "```", ""]
+    if t.get("wall_s") is not None:
+        lines += [f"Total: {minutes(t['wall_s'])} wall-clock for the last invocation, {minutes(t['compute_s'])} "
+                  "recorded over all runs.", ""]
+    elif res.get("estimated_s"):
+        lines += [f"Estimated: {minutes(res['estimated_s'])} on 2 CPU cores.", ""]
+    lines += ["Each run by hand (the same config; `--auto-resume` continues an interrupted run). kNN accuracy is "
+              "the online monitor's last epoch in the run's `metrics.jsonl` (`knn_k1`, `knn_k200`).", ""]
+    for r in res["runs"]:
+        timing = (f"pretraining {minutes(r.get('pretrain_s'))}, evaluations {minutes(r.get('evals_s'))}"
+                  if r.get("pretrain_s") is not None else
+                  f"estimated {minutes(r['estimated_s'])} on 2 CPU cores" if r.get("estimated_s") else "")
+        lines += [f"## {r['key']}: {r.get('label') or ''}" + (f" ({timing})" if timing else ""), "", "```bash",
+                  r["command"], *r.get("eval_commands", []), "```", ""]
+    if res.get("launch"):
+        lines += ["## Several GPUs (torchrun)", "",
+                  "One command per run, 8 GPUs per node as the paper (the batch size is global: each process takes "
+                  "batch/8 and GSG pairs images within it). Then run the `gsg reproduce` command above without "
+                  "torchrun: it finds the finished checkpoints, evaluates them and writes the report.", "",
+                  "```bash", *res["launch"], "```", ""]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------ plots
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)  # headless: never open a window
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _groups(res: dict[str, Any]) -> list[str]:
+    seen: list[str] = []
+    for v in res["variants"].values():
+        if v["group"] not in seen:
+            seen.append(v["group"])
+    return seen
+
+
+def plot_curves(res: dict[str, Any], path: Path, *, curve: str, ylabel: str, title: str,
+                chance: float | None = None) -> Path:
+    """One panel per group (SimSiam / BYOL ...), one line per variant (mean over seeds, ± std band)."""
+    plt = _plt()
+    from matplotlib.ticker import MaxNLocator
+
+    groups = _groups(res)
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 4.0), squeeze=False)
+    dataset = res["dataset_name"]
+    for i, (ax, g) in enumerate(zip(axes[0], groups, strict=True)):
+        for j, v in enumerate(x for x in res["variants"].values() if x["group"] == g):
+            c = v["curve"][curve]
+            if not c["epoch"]:
+                continue
+            color = plt.get_cmap("tab10")(j % 10)
+            ax.plot(c["epoch"], c["mean"], label=v["label"], color=color, linewidth=1.6)
+            if any(s is not None for s in c["std"]):
+                lo = [m - (s or 0.0) for m, s in zip(c["mean"], c["std"], strict=True)]
+                hi = [m + (s or 0.0) for m, s in zip(c["mean"], c["std"], strict=True)]
+                ax.fill_between(c["epoch"], lo, hi, color=color, alpha=0.2, linewidth=0)
+        if chance is not None:
+            ax.axhline(chance, color="gray", linestyle="--", linewidth=1, label=f"chance ({chance:g}%)")
+        ax.set_title(f"({chr(97 + i)}) {dataset}, {g}")
+        ax.set_xlabel("Epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+    fig.suptitle(f"{title} (ours, scale {res['scale']})")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_batch_sizes(res: dict[str, Any], path: Path) -> Path:
+    """Table 4: linear (and kNN) accuracy against the batch size, one line per algorithm."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 4.0))
+    batches = TABLE4_BATCHES[res["scale"]]
+    for j, (m, label) in enumerate((("simsiam", "SimSiam w/ GSG"), ("byol", "BYOL w/ GSG"))):
+        color = plt.get_cmap("tab10")(j)
+        for metric, style in (("linear", "-o"), ("knn", "--s")):
+            xs, ys = [], []
+            for b in sorted(batches):
+                stat = res["variants"].get(f"{m}_gsg_b{b}", {}).get("metrics", {}).get(metric, {})
+                if stat.get("mean") is not None:
+                    xs.append(b)
+                    ys.append(stat["mean"])
+            if xs:
+                ax.plot(xs, ys, style, color=color, label=f"{label}, {'linear' if metric == 'linear' else 'kNN'}")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted(batches), [str(b) for b in sorted(batches)])
+    ax.set_xlabel("Batch size (ours)")
+    ax.set_ylabel("Accuracy (%)")
+    ax.set_title(f"Table 4: accuracy vs batch size (ours, scale {res['scale']})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_tsne_grid(panels: Sequence[tuple[str, Path]], path: Path, title: str) -> Path:
+    """The t-SNE PNGs side by side as the paper's Fig. 6: (a) SimSiam, (b) w/ GSG, (c) BYOL, (d) w/ GSG."""
+    plt = _plt()
+    import matplotlib.image as mpimg
+
+    cols = 2
+    rows = max(1, math.ceil(len(panels) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(7 * cols, 7 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, (label, png) in enumerate(panels):
+        ax = axes.flat[i]
+        ax.imshow(mpimg.imread(png))
+        ax.set_title(f"({chr(97 + i)}) {label}", fontsize=14)
+    fig.suptitle(title, fontsize=16)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_plots(res: dict[str, Any], exp: Experiment, out: Path) -> list[str]:
+    """Write the experiment's PNGs into ``out``; returns their paths."""
+    knn = "kNN accuracy (%, " + _knn_label(res) + ")"
+    chance = res["chance"] if res["experiment"] in ("fig4", "fig5") else None
+    paths = [plot_curves(res, out / f"{res['experiment']}_knn.png", curve="knn", ylabel=knn, title=res["title"],
+                         chance=chance)]
+    if res["experiment"] in ("fig4", "fig5"):  # the collapse signal beside the accuracy
+        paths.append(plot_curves(res, out / f"{res['experiment']}_zstd.png", curve="z_std",
+                                 ylabel="std(z/‖z‖)·√d (0: complete collapse)", title=res["title"]))
+    if res["experiment"] == "table4":
+        paths.append(plot_batch_sizes(res, out / "table4_batch.png"))
+    if res["experiment"] == "tsne":
+        panels = [(r["label"], Path(r["evals"]["tsne"]["png"])) for r in res["runs"]
+                  if r["seed"] == 0 and r.get("evals", {}).get("tsne", {}).get("png")]
+        if panels:
+            paths.append(plot_tsne_grid(panels, out / "tsne_panels.png",
+                                        f"t-SNE of test-set representations (ours, scale {res['scale']})"))
+    return [str(p) for p in paths]
+
+
+__all__ = ["commands_markdown", "fmt", "fmt_paper", "plot_curves", "plot_tsne_grid", "results_markdown",
+           "results_table", "table", "write_plots"]

@@ -1,0 +1,696 @@
+"""Run a paper experiment end to end: pretrain every run, evaluate, aggregate over seeds, write the report.
+
+Layout of ``out``::
+
+    out/runs/<run>-s<seed>/   checkpoint.pt, metrics.jsonl, config.json, command.txt, done.json
+    out/tsne/<run>-s<seed>.png (t-SNE experiment)
+    out/results.json, out/results.md, out/commands.md, out/<experiment>_*.png
+
+A run is finished when its ``done.json`` exists (written atomically after pretraining and the evaluations);
+a second call reuses it without training. A run without ``done.json`` is (re)started with
+``pretrain(cfg, resume="auto")``, which continues its checkpoint when there is one, so an interrupted
+reproduction picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import shlex
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import gsg
+from gsg.checkpoint import load_checkpoint
+from gsg.config import Config, load_config
+from gsg.errors import CheckpointError, ConfigError, GsgError, TrainingDiverged
+from gsg.eval.knn import tsne_evaluate
+from gsg.eval.linear import MODES, linear_evaluate
+from gsg.reproduce import report
+from gsg.reproduce.experiments import (
+    Claim,
+    Experiment,
+    LinearDef,
+    Overrides,
+    RunDef,
+    TsneDef,
+    _merge,
+    estimate_seconds,
+    get_experiment,
+    run_overrides,
+)
+from gsg.train.loop import CHECKPOINT_NAME, pretrain
+
+log = logging.getLogger("gsg.reproduce")
+
+RESULT_FORMAT = 1
+DONE_NAME = "done.json"
+# base_overrides may carry this extra section: evaluation settings, which are not part of the training config.
+EVAL_SECTION = "reproduce"
+EVAL_KEYS = ("linear_epochs", "linear_mode", "linear_train_subset", "tsne_max_points", "tsne_train_subset")
+# Settings that do not change what a run computes: a finished run stays valid when only these differ.
+VOLATILE = {("run", k) for k in ("out", "device", "progress", "tensorboard", "log_every", "compile", "amp",
+                                 "channels_last")} | {("data", k) for k in ("data_dir", "workers", "on_device",
+                                                                             "download")}
+
+
+@dataclass
+class PlannedRun:
+    run: RunDef
+    seed: int
+    key: str  # "<run>-s<seed>": the directory name under out/runs
+    dir: Path
+    config: Config
+    command: str  # the gsg pretrain command that trains this run by hand
+    eval_commands: list[str]
+
+
+# ------------------------------------------------------------------------------------------ planning
+
+
+def default_out(experiment: str, scale: str) -> Path:
+    return Path("runs") / "reproduce" / f"{experiment}-{scale}"
+
+
+def _split_overrides(base_overrides: dict[str, Any] | None) -> tuple[Overrides, dict[str, Any]]:
+    """(config overrides, evaluation settings) from ``base_overrides``."""
+    if base_overrides is None:
+        return {}, {}
+    if not isinstance(base_overrides, dict):
+        raise ConfigError(f"base_overrides must be a {{section: {{key: value}}}} table, got {base_overrides!r}")
+    cfg = {k: v for k, v in base_overrides.items() if k != EVAL_SECTION}
+    extra = base_overrides.get(EVAL_SECTION) or {}
+    if not isinstance(extra, dict):
+        raise ConfigError(f"[{EVAL_SECTION}] must be a table of keys, got {extra!r}")
+    for key, value in extra.items():
+        if key not in EVAL_KEYS:
+            raise ConfigError(f"unknown key {EVAL_SECTION}.{key}; valid keys: {', '.join(EVAL_KEYS)}")
+        if key == "linear_mode":
+            if value not in MODES:
+                raise ConfigError(f"{EVAL_SECTION}.linear_mode must be one of {', '.join(MODES)}, got {value!r}")
+        elif value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"{EVAL_SECTION}.{key} must be a positive integer, got {value!r}")
+        elif value is None and key in ("linear_epochs", "tsne_max_points"):
+            raise ConfigError(f"{EVAL_SECTION}.{key} cannot be empty")
+    return cfg, extra
+
+
+def _eval_settings(exp: Experiment, extra: dict[str, Any]) -> tuple[LinearDef | None, TsneDef | None]:
+    linear, tsne = exp.linear, exp.tsne
+    if linear is not None:
+        linear = dataclasses.replace(linear, **{k[len("linear_"):]: v for k, v in extra.items()
+                                                if k.startswith("linear_")})
+    if tsne is not None:
+        tsne = dataclasses.replace(tsne, **{k[len("tsne_"):]: v for k, v in extra.items() if k.startswith("tsne_")})
+    return linear, tsne
+
+
+# `gsg pretrain` flags for config keys (as gsg.cli.PRETRAIN_FLAGS; the tests parse every command back with the
+# real parser). A flag is needed where `--set` would misread a string: `--set model.predictor=none` means null.
+FLAG_FOR: dict[tuple[str, str], str] = {
+    ("ssl", "method"): "--method", ("ssl", "stop_gradient"): "--stop-gradient", ("model", "predictor"): "--predictor",
+    ("ssl", "views"): "--views", ("data", "dataset"): "--dataset", ("data", "data_dir"): "--data-dir",
+    ("data", "subset"): "--subset", ("model", "backbone"): "--backbone", ("model", "width"): "--width",
+    ("optim", "epochs"): "--epochs", ("optim", "batch_size"): "--batch-size", ("optim", "lr"): "--lr",
+    ("run", "device"): "--device",
+}
+
+
+def _set_value(section: str, key: str, value: Any) -> str:
+    """``value`` as `gsg pretrain --set` parses it back: JSON, or ``none`` for an empty value."""
+    if value is None:
+        return "none"
+    if not isinstance(value, str):
+        return json.dumps(value)
+    try:
+        misread = value.lower() in ("none", "null") or not isinstance(json.loads(value), str)
+    except json.JSONDecodeError:
+        misread = False
+    if misread:
+        raise ConfigError(f"{section}.{key} = {value!r} cannot be written as --set {section}.{key}=...: the command "
+                          "line would read it as another type; choose another value")
+    return value
+
+
+def pretrain_args(preset: str | None, overrides: Overrides, seed: int, out: Path) -> list[str]:
+    """The `gsg pretrain` arguments (after ``pretrain``) that build exactly this run's config."""
+    args: list[str] = []
+    if preset:
+        args += ["--preset", preset]
+    for section, values in overrides.items():
+        for key, value in values.items():
+            if (section, key) in (("run", "seed"), ("run", "out")):  # given as --seed and --out
+                continue
+            flag = FLAG_FOR.get((section, key))
+            if flag is not None and value is not None:  # flags are typed: an empty value goes through --set
+                args += [flag, str(value)]
+            else:
+                args += ["--set", f"{section}.{key}={_set_value(section, key, value)}"]
+    return [*args, "--seed", str(seed), "--out", str(out), "--auto-resume"]
+
+
+def _eval_commands(exp: Experiment, plan_dir: Path, key: str, label: str, linear: LinearDef | None,
+                   tsne: TsneDef | None, out: Path, device: str) -> list[str]:
+    ckpt = str(plan_dir / CHECKPOINT_NAME)
+    dev = [] if device == "auto" else ["--device", device]
+    cmds: list[str] = []
+    if "linear" in exp.evals and linear is not None:
+        sub = [] if linear.train_subset is None else ["--train-subset", str(linear.train_subset)]
+        cmds.append(shlex.join(["gsg", "linear", ckpt, "--mode", linear.mode, "--epochs", str(linear.epochs),
+                                *sub, *dev]))
+    if "tsne" in exp.evals and tsne is not None:
+        cmds.append(shlex.join(["gsg", "tsne", ckpt, "--out", str(tsne_png(out, key)), "--max-points",
+                                str(tsne.max_points), "--title", label, *dev]))
+    return cmds
+
+
+def tsne_png(out: Path, key: str) -> Path:
+    return out / "tsne" / f"{key}.png"
+
+
+def _check_not_varied(exp: Experiment, cfg_over: Overrides) -> None:
+    """base_overrides may change anything but what the experiment varies between its runs (Table 4's batch
+    size, Fig. 4's stop-gradient...): overriding that would make every run the same."""
+    for section, values in cfg_over.items():
+        for key, value in (values or {}).items() if isinstance(values, dict) else ():
+            varied = {r.name: r.overrides[section][key] for r in exp.runs if key in r.overrides.get(section, {})}
+            if varied and any(v != value for v in varied.values()):
+                raise ConfigError(f"{section}.{key} is what {exp.name} varies between its runs ("
+                                  + ", ".join(f"{n}: {v}" for n, v in varied.items())
+                                  + f"); it cannot be overridden for all of them. Drop {section}.{key} from the "
+                                  "overrides, or train the variant you want with gsg pretrain")
+
+
+def plan_runs(exp: Experiment, seeds: int, out: Path, device: str = "auto",
+              base_overrides: dict[str, Any] | None = None) -> list[PlannedRun]:
+    """Every run × seed of ``exp`` with its resolved config and the commands that reproduce it by hand."""
+    cfg_over, extra = _split_overrides(base_overrides)
+    _check_not_varied(exp, cfg_over)
+    linear, tsne = _eval_settings(exp, extra)
+    plans: list[PlannedRun] = []
+    for run in exp.runs:
+        for seed in range(seeds):
+            key = f"{run.name}-s{seed}"
+            rdir = out / "runs" / key
+            dev = {"run": {"device": device}} if device != "auto" else {}
+            overrides = _merge(run_overrides(exp, run), cfg_over, dev)
+            cfg = load_config(preset=exp.preset, overrides=_merge(overrides, {"run": {"seed": seed,
+                                                                                      "out": str(rdir)}}))
+            command = shlex.join(["gsg", "pretrain", *pretrain_args(exp.preset, overrides, seed, rdir)])
+            plans.append(PlannedRun(run, seed, key, rdir, cfg, command,
+                                    _eval_commands(exp, rdir, key, run.label, linear, tsne, out, cfg.run.device)))
+    return plans
+
+
+def reproduce_command(experiment: str, scale: str, seeds: int, out: Path, device: str,
+                      base_overrides: dict[str, Any] | None) -> str:
+    args = ["gsg", "reproduce", experiment, "--scale", scale, "--seeds", str(seeds), "--out", str(out)]
+    if device != "auto":
+        args += ["--device", device]
+    for section, values in (base_overrides or {}).items():
+        for key, value in values.items():
+            args += ["--set", f"{section}.{key}={_set_value(section, key, value)}"]
+    return shlex.join(args)
+
+
+def full_scale_launch(experiment: str, nproc: int, *, out: str | os.PathLike[str] | None = None,
+                      seeds: int | None = None, base_overrides: dict[str, Any] | None = None) -> list[str]:
+    """The torchrun commands, one per run, that pretrain ``experiment`` at full scale on ``nproc`` GPUs.
+
+    Each writes to the directory `gsg reproduce EXPERIMENT --scale full --out OUT` uses, so running that
+    afterwards finds the finished checkpoints, evaluates them and writes the report. ``optim.batch_size`` is
+    the global batch: each process takes batch/nproc and GSG pairs images within it.
+    """
+    if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
+        raise ConfigError(f"nproc must be a positive number of processes (GPUs per node), got {nproc!r}")
+    exp = get_experiment(experiment, "full")
+    out_path = Path(out) if out is not None else default_out(experiment, "full")
+    n = _check_seeds(exp.default_seeds if seeds is None else seeds)
+    cfg_over, _ = _split_overrides(base_overrides)
+    cmds = []
+    for run in exp.runs:
+        overrides = _merge(run_overrides(exp, run), cfg_over)
+        for seed in range(n):
+            rdir = out_path / "runs" / f"{run.name}-s{seed}"
+            cfg = load_config(preset=exp.preset, overrides=overrides)
+            if cfg.optim.batch_size % nproc:
+                raise ConfigError(f"{run.name}: the global batch {cfg.optim.batch_size} does not divide over "
+                                  f"{nproc} processes; choose nproc among the divisors of the batch size")
+            cmds.append(shlex.join(["torchrun", "--nproc_per_node", str(nproc), "--standalone", "-m", "gsg",
+                                    "pretrain", *pretrain_args(exp.preset, overrides, seed, rdir)]))
+    return cmds
+
+
+def _check_seeds(seeds: Any) -> int:
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ConfigError(f"seeds must be a positive number of seeds, got {seeds!r}")
+    return seeds
+
+
+# ------------------------------------------------------------------------------------------ one run
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    """Atomic: a crash leaves the old file or the new one, never half of it (done.json marks a run finished)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(_finite(obj), f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _finite(obj: Any) -> Any:
+    """JSON-safe: NaN/inf (a diverged metric) become null, so results.json stays standard JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def _identity(cfg: dict[str, Any]) -> dict[str, Any]:
+    return {s: {k: v for k, v in vals.items() if (s, k) not in VOLATILE} for s, vals in cfg.items()}
+
+
+def _config_diffs(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    a, b = _identity(saved), _identity(now)
+    return [f"{s}.{k}: done.json {a.get(s, {}).get(k)!r} vs now {v!r}"
+            for s, vals in b.items() for k, v in vals.items() if a.get(s, {}).get(k) != v]
+
+
+def final_knn(history: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """kNN of the last epoch that measured it (the online monitor always measures the last epoch)."""
+    for h in reversed(history):
+        if "knn_k1" in h or "knn_k200" in h:
+            return {"knn_k1": h.get("knn_k1"), "knn_k200": h.get("knn_k200"), "epoch": h.get("epoch")}
+    return {"knn_k1": None, "knn_k200": None, "epoch": None}
+
+
+def _final_metrics(history: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    last = history[-1] if history else {}
+    return {"epochs": len(history), "loss": last.get("loss"), "z_std": last.get("z_std"),
+            "z_rankme": last.get("z_rankme"), **{k: v for k, v in final_knn(history).items() if k != "epoch"}}
+
+
+def _run_evals(exp: Experiment, plan: PlannedRun, rec: dict[str, Any], linear: LinearDef | None,
+               tsne: TsneDef | None, out: Path) -> bool:
+    """Add the missing or outdated evaluations to ``rec``; True if anything was computed."""
+    device = plan.config.run.device  # the evaluations run where the training ran
+    evals = rec.setdefault("evals", {})
+    times = rec.setdefault("times", {}).setdefault("evals_s", {})
+    changed = False
+    if "knn" in exp.evals and "knn" not in evals:
+        evals["knn"] = {**final_knn(rec["history"]), "source": "online monitor, last epoch (metrics.jsonl)",
+                        "bank": plan.config.run.knn_train_subset, "test": plan.config.run.knn_test_subset}
+        changed = True
+    ckpt = plan.dir / CHECKPOINT_NAME
+    if "linear" in exp.evals and linear is not None:
+        want = dataclasses.asdict(linear)
+        have = evals.get("linear")
+        if have is None or have.get("settings") != want or "error" in have:
+            t0 = time.perf_counter()
+            cmd = next((c for c in plan.eval_commands if c.startswith("gsg linear")), "")
+            try:
+                r = linear_evaluate(ckpt, epochs=linear.epochs, mode=linear.mode,  # type: ignore[arg-type]
+                                    train_subset=linear.train_subset, device=device, command=cmd)
+                evals["linear"] = {"settings": want, "top1": r["top1"], "top5": r.get("top5"),
+                                   "protocol": r["protocol"], "train_size": r["train_size"],
+                                   "test_size": r["test_size"], "result_file": r["result_file"]}
+            except GsgError as exc:  # e.g. a probe that diverges on collapsed features: record, go on
+                log.warning("%s: linear probe failed: %s", plan.key, exc)
+                evals["linear"] = {"settings": want, "error": str(exc)}
+            times["linear"] = time.perf_counter() - t0
+            changed = True
+    if "tsne" in exp.evals and tsne is not None:
+        want = dataclasses.asdict(tsne)
+        have = evals.get("tsne")
+        png = tsne_png(out, plan.key)
+        if have is None or have.get("settings") != want or "error" in have or not png.is_file():
+            t0 = time.perf_counter()
+            try:
+                r = tsne_evaluate(ckpt, png, max_points=tsne.max_points, train_subset=tsne.train_subset,
+                                  device=device, title=plan.run.label)
+                evals["tsne"] = {"settings": want, "png": r["png"], "knn_k200": r["knn_k200"],
+                                 "knn_k1": r["knn_k1"], "points": r["points"]}
+            except GsgError as exc:
+                log.warning("%s: t-SNE failed: %s", plan.key, exc)
+                evals["tsne"] = {"settings": want, "error": str(exc)}
+            times["tsne"] = time.perf_counter() - t0
+            changed = True
+    return changed
+
+
+def _saved_epoch(ckpt: Path) -> int:
+    if not ckpt.is_file():
+        return 0
+    try:
+        return int(load_checkpoint(ckpt)["train_state"]["epoch"])
+    except (CheckpointError, KeyError, TypeError):
+        return 0  # pretrain itself reports an unusable checkpoint, with the fix
+
+
+def _read_done(path: Path) -> dict[str, Any] | None:
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:  # written atomically, so only a hand edit gets here
+        log.warning("ignoring unreadable %s (%s): the run is continued from its checkpoint", path, exc)
+        return None
+    return rec if isinstance(rec, dict) and rec.get("format") == RESULT_FORMAT else None
+
+
+def run_one(exp: Experiment, plan: PlannedRun, *, linear: LinearDef | None, tsne: TsneDef | None,
+            out: Path) -> dict[str, Any]:
+    """Pretrain (or reuse, or resume) one run and evaluate it; returns its done.json record."""
+    done = plan.dir / DONE_NAME
+    now_cfg = plan.config.to_dict()
+    rec = _read_done(done) if done.is_file() else None
+    t_start = time.perf_counter()
+    if rec is not None:
+        diffs = _config_diffs(rec.get("config", {}), now_cfg)
+        if diffs:
+            raise ConfigError(f"{done} records a run made with a different config ({'; '.join(diffs)}); "
+                              f"use another --out, or delete {plan.dir} to train it again")
+        log.info("%s: finished earlier, reusing %s", plan.key, done)
+        if rec.get("status") == "ok" and _run_evals(exp, plan, rec, linear, tsne, out):
+            _write_json(done, rec)
+        rec["how"] = "reused"
+        rec["wall_s_this_call"] = time.perf_counter() - t_start
+        return rec
+
+    ckpt = plan.dir / CHECKPOINT_NAME
+    resumed_from = _saved_epoch(ckpt)
+    plan.dir.mkdir(parents=True, exist_ok=True)
+    _write_text(plan.dir / "command.txt", plan.command + "\n")
+    _write_text(plan.dir / "config.json", json.dumps(now_cfg, indent=2))
+    log.info("%s: %s (%s)", plan.key, f"resuming from epoch {resumed_from}" if resumed_from else "training",
+             plan.command)
+    rec = {"format": RESULT_FORMAT, "key": plan.key, "name": plan.run.name, "label": plan.run.label,
+           "group": plan.run.group, "seed": plan.seed, "config": now_cfg, "command": plan.command,
+           "eval_commands": plan.eval_commands, "checkpoint": str(ckpt), "status": "ok"}
+    t0 = time.perf_counter()
+    try:
+        res = pretrain(plan.config, resume="auto")
+        history = list(res["history"])
+    except TrainingDiverged as exc:  # deterministic: record it, so that a rerun does not repeat it
+        log.warning("%s: %s", plan.key, exc)
+        history = []
+        if ckpt.is_file():
+            history = list(load_checkpoint(ckpt).get("metrics", {}).get("history", []))
+        rec.update(status="diverged", error=str(exc))
+    pretrain_s = time.perf_counter() - t0
+    rec.update(history=history, final=_final_metrics(history), evals={},
+               times={"pretrain_s": pretrain_s, "evals_s": {}, "resumed_from_epoch": resumed_from,
+                      "train_epochs_s": sum(float(h.get("epoch_time_s", 0.0)) for h in history)})
+    if rec["status"] == "ok":
+        _run_evals(exp, plan, rec, linear, tsne, out)
+    rec["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+    _write_json(done, rec)
+    rec["how"] = f"resumed from epoch {resumed_from}" if resumed_from else "trained"
+    rec["wall_s_this_call"] = time.perf_counter() - t_start
+    return rec
+
+
+# ------------------------------------------------------------------------------------------ aggregation
+
+
+def mean_std(values: Sequence[float | None]) -> dict[str, Any]:
+    """Mean and sample standard deviation (n − 1) of the finite values; std is None for fewer than two."""
+    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not vals:
+        return {"mean": None, "std": None, "n": 0, "values": []}
+    return {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else None,
+            "n": len(vals), "values": vals}
+
+
+def _metric_values(rec: dict[str, Any], knn_metric: str) -> dict[str, float | None]:
+    f = rec.get("final", {})
+    ev = rec.get("evals", {})
+    return {"knn": f.get(knn_metric), "knn_k1": f.get("knn_k1"), "knn_k200": f.get("knn_k200"),
+            "linear": ev.get("linear", {}).get("top1"), "tsne_knn": ev.get("tsne", {}).get("knn_k200"),
+            "z_std": f.get("z_std"), "z_rankme": f.get("z_rankme"), "loss": f.get("loss")}
+
+
+def _curve(records: list[dict[str, Any]], key: str) -> dict[str, list[Any]]:
+    """Per-epoch mean (and std over seeds) of ``key`` on the epochs every seed measured."""
+    per_seed = [{h["epoch"]: h[key] for h in r.get("history", []) if h.get(key) is not None and "epoch" in h}
+                for r in records]
+    if not per_seed:
+        return {"epoch": [], "mean": [], "std": []}
+    epochs = sorted(set.intersection(*(set(s) for s in per_seed)))
+    stats = [mean_std([s[e] for s in per_seed]) for e in epochs]
+    return {"epoch": epochs, "mean": [s["mean"] for s in stats], "std": [s["std"] for s in stats]}
+
+
+def aggregate(exp: Experiment, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per run definition: mean ± std over seeds of every metric, and the kNN / std(z) curves."""
+    variants: dict[str, Any] = {}
+    for run in exp.runs:
+        recs = [r for r in records if r.get("name") == run.name]
+        if not recs:
+            continue
+        per = [_metric_values(r, exp.knn_metric) for r in recs]
+        best = [max((v for v in _curve([r], exp.knn_metric)["mean"] if v is not None), default=None)
+                for r in recs]
+        metrics = {m: mean_std([p[m] for p in per]) for m in per[0]}
+        metrics["knn_best"] = mean_std(best)
+        variants[run.name] = {"label": run.label, "group": run.group, "seeds": [r["seed"] for r in recs],
+                              "status": sorted({r.get("status", "ok") for r in recs}), "metrics": metrics,
+                              "curve": {"knn": _curve(recs, exp.knn_metric), "z_std": _curve(recs, "z_std")},
+                              "errors": sorted({e.get("error") for r in recs for e in r.get("evals", {}).values()
+                                                if isinstance(e, dict) and e.get("error")})}
+    return variants
+
+
+def check_claims(exp: Experiment, variants: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each claim of the paper, with our numbers and whether it holds on them."""
+    out = []
+    for c in exp.claims:
+        out.append({"claim": c.text, "kind": c.kind, **_verdict(c, variants, exp.chance)})
+    return out
+
+
+def _mean(variants: dict[str, Any], name: str, metric: str) -> float | None:
+    return variants.get(name, {}).get("metrics", {}).get(metric, {}).get("mean")
+
+
+def _verdict(c: Claim, variants: dict[str, Any], chance: float) -> dict[str, Any]:
+    if c.kind == "range":
+        vals = [_mean(variants, r, c.metric) for r in c.runs]
+        if any(v is None for v in vals):
+            return {"verdict": "n/a", "ours": "missing"}
+        spread = max(vals) - min(vals)  # type: ignore[type-var,operator]
+        return {"verdict": "holds" if spread <= c.tol else "does not hold",
+                "ours": f"range {spread:.1f} points ({' / '.join(f'{v:.1f}' for v in vals)})"}  # type: ignore[str-format]
+    a = _mean(variants, c.a, c.metric)
+    if a is None:
+        return {"verdict": "n/a", "ours": "missing"}
+    if c.kind in ("collapsed", "not_collapsed"):
+        collapsed = a <= chance + c.tol
+        ok = collapsed if c.kind == "collapsed" else not collapsed
+        return {"verdict": "holds" if ok else "does not hold", "ours": f"{a:.1f}% (chance {chance:g}%)"}
+    b = _mean(variants, c.b, c.metric)
+    if b is None:
+        return {"verdict": "n/a", "ours": "missing"}
+    if c.kind == "greater":
+        return {"verdict": "holds" if a > b else "does not hold", "ours": f"{a:.1f} vs {b:.1f} ({a - b:+.1f})"}
+    if c.kind == "close":
+        return {"verdict": "holds" if abs(a - b) <= c.tol else "does not hold",
+                "ours": f"{a:.1f} vs {b:.1f} ({a - b:+.1f})"}
+    raise ConfigError(f"unknown claim kind {c.kind!r}")
+
+
+PRETTY_DATASETS = {"fashion-mnist": "Fashion-MNIST", "mnist": "MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100",
+                   "stl10": "STL-10", "synthetic": "synthetic", "imagefolder": "image folder"}
+
+
+def dataset_name(cfg: Config, exp: Experiment) -> str:
+    """The dataset the runs train on, as the paper writes it (base_overrides may change it)."""
+    if cfg.data.dataset == "imagefolder" and exp.preset == "imagenet":
+        return "ImageNet"
+    return PRETTY_DATASETS.get(cfg.data.dataset, cfg.data.dataset)
+
+
+def describe_setting(cfg: Config) -> str:
+    """The first run's training settings in one line (the runs differ only as the table shows)."""
+    d, m, o = cfg.data, cfg.model, cfg.optim
+    lr = f"lr {o.lr:g}" if o.lr is not None else f"lr {o.base_lr:g} × batch/256"
+    size = f", {d.image_size} px" if d.image_size else ""
+    subset = f"{d.subset}-image training subset" if d.subset else "full training set"
+    return (f"{subset}{size}, {m.backbone} width {m.width:g}, projector {m.proj_layers}×{m.proj_dim}, "
+            f"batch {o.batch_size}, {o.epochs} epochs, {lr} ({o.schedule}), wd {o.weight_decay:g}")
+
+
+def setting_notes(exp: Experiment, cfg: Config, linear: LinearDef | None, tsne: TsneDef | None,
+                  dataset: str) -> list[str]:
+    """The experiment's notes plus the ones that depend on the resolved kNN and linear-probe settings."""
+    notes = [n.replace("{dataset}", dataset) for n in exp.notes]
+    r = cfg.run
+    if r.knn_every:
+        notes.append(f"kNN: the online monitor at the last epoch (cosine similarity on L2-normalised backbone "
+                     f"features; weighted vote k={r.knn_k} T={r.knn_t:g}, and k=1; the paper reports k=1 on "
+                     f"CIFAR-10, k=200 on ImageNet), bank: {r.knn_train_subset or 'all'} clean training images, "
+                     f"test: {r.knn_test_subset or 'all'} images; measured every {r.knn_every} epoch(s).")
+    if "linear" in exp.evals and linear is not None:
+        size = cfg.data.image_size or 32
+        proto = ("SGD, lr 30, batch 256, cosine (the paper's CIFAR protocol)" if size <= 64 else
+                 "LARS, batch 4096, cosine (the ImageNet protocol)")
+        how = ("on precomputed clean features, without augmentation (the paper trains on augmented views; "
+               "a fast stand-in for CPUs, usually a point or two lower)" if linear.mode == "features" else
+               "on augmented views (the paper's protocol)")
+        notes.append(f"Linear probe (`mode=\"{linear.mode}\"`): a linear classifier on the frozen backbone, "
+                     f"{linear.epochs} epochs, {proto}, {how}, on {linear.train_subset or 'all'} training images; "
+                     "top-1 on the full test set.")
+    if "tsne" in exp.evals and tsne is not None:
+        notes.append(f"t-SNE: scikit-learn Barnes-Hut (perplexity 30, PCA initialisation, seed 0) of the backbone "
+                     f"features of at most {tsne.max_points} test images; each panel's title gives the kNN accuracy "
+                     f"(k=200 / k=1) of those features with {tsne.train_subset or 'all'} training images as bank.")
+    return notes
+
+
+# ------------------------------------------------------------------------------------------ entry point
+
+
+def reproduce(experiment: str, *, scale: str = "cpu", seeds: int | None = None,
+              out: str | os.PathLike[str] | None = None, device: str = "auto", dry_run: bool = False,
+              base_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Reproduce one table/figure of the paper at ``scale`` ("cpu" or "full"); returns the results dict.
+
+    ``seeds``: runs per variant (default: the experiment's, 1 at cpu scale, 3 for Table 1 at full scale).
+    ``out``: output directory (default ``runs/reproduce/<experiment>-<scale>``). ``base_overrides``:
+    ``{section: {key: value}}`` applied last to every run's config (like ``gsg pretrain --set``), plus an
+    optional ``reproduce`` section for the evaluations (linear_epochs, linear_mode, linear_train_subset,
+    tsne_max_points, tsne_train_subset). ``dry_run``: plan and return the commands, train nothing, write
+    nothing.
+    """
+    exp = get_experiment(experiment, scale)
+    n_seeds = _check_seeds(exp.default_seeds if seeds is None else seeds)
+    out_path = Path(out) if out is not None else default_out(experiment, scale)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("gsg reproduce runs one process; for several GPUs launch the torchrun commands of "
+                          "commands.md (gsg.reproduce.full_scale_launch), then run gsg reproduce without torchrun "
+                          "to evaluate the finished runs and write the report")
+    _, extra = _split_overrides(base_overrides)
+    linear, tsne = _eval_settings(exp, extra)
+    plans = plan_runs(exp, n_seeds, out_path, device, base_overrides)
+    command = reproduce_command(experiment, scale, n_seeds, out_path, device, base_overrides)
+    estimates = {p.key: _estimate(exp, p) for p in plans}
+    estimated = sum(v for v in estimates.values() if v is not None) if exp.scale == "cpu" else None
+    name = dataset_name(plans[0].config, exp)
+    header = {"format": RESULT_FORMAT, "experiment": exp.name, "scale": exp.scale, "title": exp.title,
+              "paper_ref": exp.paper_ref, "dataset_name": name,
+              "dataset": exp.dataset_label if exp.dataset_label.startswith(name) else name,
+              "setting": describe_setting(plans[0].config), "seeds": n_seeds, "knn_metric": exp.knn_metric,
+              "chance": exp.chance, "notes": setting_notes(exp, plans[0].config, linear, tsne, name),
+              "out": str(out_path), "command": command,
+              "gsg_version": gsg.__version__, "linear": dataclasses.asdict(linear) if linear else None,
+              "tsne": dataclasses.asdict(tsne) if tsne else None, "estimated_s": estimated}
+    if dry_run:
+        runs = [{"key": p.key, "label": p.run.label, "dir": str(p.dir), "command": p.command,
+                 "eval_commands": p.eval_commands, "estimated_s": estimates[p.key],
+                 "status": "done" if (p.dir / DONE_NAME).is_file() else
+                 "partial" if (p.dir / CHECKPOINT_NAME).is_file() else "todo"} for p in plans]
+        res = {**header, "dry_run": True, "runs": runs, "launch": _launch(experiment, scale, out_path, n_seeds,
+                                                                           base_overrides)}
+        res["commands_md"] = report.commands_markdown(res)
+        return res
+
+    t0 = time.perf_counter()
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    records: list[dict[str, Any]] = []
+    for i, plan in enumerate(plans, 1):
+        est = estimates[plan.key]
+        log.info("run %d/%d: %s%s", i, len(plans), plan.key, f" (about {est / 60:.0f} min on 2 CPU cores)"
+                 if est is not None and exp.scale == "cpu" else "")
+        records.append(run_one(exp, plan, linear=linear, tsne=tsne, out=out_path))
+        # Partial results after every run: an interrupted reproduction still leaves a readable record.
+        _write_json(out_path / "results.json", _results(exp, header, records, plans, started, t0, complete=False))
+    res = _results(exp, header, records, plans, started, t0, complete=True)
+    res["plots"] = report.write_plots(res, exp, out_path)
+    res["launch"] = _launch(experiment, scale, out_path, n_seeds, base_overrides)
+    res["timing"]["wall_s"] = time.perf_counter() - t0
+    _write_json(out_path / "results.json", res)
+    _write_text(out_path / "results.md", report.results_markdown(res, exp))
+    _write_text(out_path / "commands.md", report.commands_markdown(res))
+    log.info("%s (%s scale): %s, %s; %.1f min", exp.title, scale, out_path / "results.md",
+             out_path / "results.json", res["timing"]["wall_s"] / 60)
+    return res
+
+
+PAPER_GPUS = 8  # the paper trained on 8 A100s
+
+
+def _launch(experiment: str, scale: str, out: Path, seeds: int, base_overrides: dict[str, Any] | None) -> list[str]:
+    """torchrun commands for the report (full scale only; none when the batch does not split over 8 GPUs)."""
+    if scale != "full":
+        return []
+    try:
+        return full_scale_launch(experiment, PAPER_GPUS, out=out, seeds=seeds, base_overrides=base_overrides)
+    except ConfigError:
+        return []
+
+
+def _estimate(exp: Experiment, plan: PlannedRun) -> float | None:
+    c = plan.config
+    if exp.scale != "cpu" or c.data.subset is None:
+        return None
+    return estimate_seconds(c.optim.epochs, c.data.subset, c.optim.batch_size, knn_every=c.run.knn_every,
+                            checkpoint_every=c.run.checkpoint_every, evals=exp.evals)
+
+
+def _run_summary(rec: dict[str, Any], plan: PlannedRun) -> dict[str, Any]:
+    times = rec.get("times", {})
+    evals_s = sum(times.get("evals_s", {}).values())
+    return {"key": rec["key"], "name": rec["name"], "label": rec.get("label"), "group": rec.get("group"),
+            "seed": rec["seed"], "status": rec.get("status", "ok"), "error": rec.get("error"),
+            "how": rec.get("how"), "dir": str(plan.dir), "final": rec.get("final", {}),
+            "evals": rec.get("evals", {}), "pretrain_s": times.get("pretrain_s"), "evals_s": evals_s,
+            "resumed_from_epoch": times.get("resumed_from_epoch", 0),
+            "run_s": (times.get("pretrain_s") or 0.0) + evals_s, "wall_s_this_call": rec.get("wall_s_this_call"),
+            "command": plan.command, "eval_commands": plan.eval_commands,
+            "curve": {"epoch": [h.get("epoch") for h in rec.get("history", [])],
+                      "knn_k1": [h.get("knn_k1") for h in rec.get("history", [])],
+                      "knn_k200": [h.get("knn_k200") for h in rec.get("history", [])],
+                      "z_std": [h.get("z_std") for h in rec.get("history", [])],
+                      "loss": [h.get("loss") for h in rec.get("history", [])]}}
+
+
+def _results(exp: Experiment, header: dict[str, Any], records: list[dict[str, Any]], plans: list[PlannedRun],
+             started: str, t0: float, *, complete: bool) -> dict[str, Any]:
+    by_key = {p.key: p for p in plans}
+    runs = [_run_summary(r, by_key[r["key"]]) for r in records]
+    variants = aggregate(exp, records)
+    return {**header, "dry_run": False, "complete": complete, "started": started,
+            "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+            "timing": {"wall_s": time.perf_counter() - t0, "compute_s": sum(r["run_s"] for r in runs),
+                       "estimated_s": header["estimated_s"]},
+            "runs": runs, "variants": variants, "claims": check_claims(exp, variants), "paper": exp.paper}
+
+
+__all__ = ["PlannedRun", "aggregate", "check_claims", "default_out", "final_knn", "full_scale_launch",
+           "mean_std", "plan_runs", "reproduce", "run_one"]

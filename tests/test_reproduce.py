@@ -1,0 +1,262 @@
+"""`gsg reproduce`: experiments as data, skip/resume of runs, aggregation over seeds, reports and commands.
+
+The end-to-end tests run the real definitions shrunk by ``base_overrides`` (synthetic 16-px images, a
+width-1/8 ResNet-18, 2 epochs), so they exercise exactly the code path of a real reproduction.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import gsg.reproduce.runner as runner
+from gsg.checkpoint import load_checkpoint
+from gsg.cli import _overrides, build_parser
+from gsg.config import load_config
+from gsg.errors import ConfigError
+from gsg.reproduce import EXPERIMENTS, SCALES, full_scale_launch, get_experiment, mean_std, plan_runs, reproduce
+from gsg.reproduce.experiments import CPU_BUDGET_S, CPU_COST, CPU_COST_SLOW, estimate_seconds
+from gsg.reproduce.report import results_table
+
+TINY: dict[str, dict[str, Any]] = {
+    "data": {"dataset": "synthetic", "image_size": 16, "subset": 64},
+    "model": {"width": 0.125, "proj_dim": 32, "pred_hidden": 16},
+    "optim": {"epochs": 2, "batch_size": 16},
+    "run": {"device": "cpu", "knn_every": 1, "knn_train_subset": 256, "knn_test_subset": 128,
+            "tensorboard": False, "checkpoint_every": 1},
+    "reproduce": {"linear_epochs": 2, "linear_train_subset": 128, "tsne_max_points": 60},
+}
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Any:
+    """Tiny tensors: a second thread only adds synchronisation, which costs 10-30x on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _history(run_dir: Path) -> list[dict[str, Any]]:
+    return load_checkpoint(run_dir / "checkpoint.pt")["metrics"]["history"]
+
+
+def test_table1_end_to_end_skips_finished_runs_and_resumes_an_interrupted_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "t1"
+    real = runner.pretrain
+
+    def interrupted_last_run(cfg: Any, *, resume: Any) -> dict[str, Any]:
+        if Path(cfg.run.out).name == "byol_gsg-s0":
+            cfg.optim.epochs = 1  # one of its two epochs, then the machine goes down
+            real(cfg, resume=resume)
+            raise KeyboardInterrupt
+        return real(cfg, resume=resume)
+
+    monkeypatch.setattr(runner, "pretrain", interrupted_last_run)
+    with pytest.raises(KeyboardInterrupt):
+        reproduce("table1", scale="cpu", out=out, base_overrides=TINY)
+    runs = out / "runs"
+    assert sorted(p.parent.name for p in runs.glob("*/done.json")) == ["byol-s0", "simsiam-s0", "simsiam_gsg-s0"]
+    partial = _history(runs / "byol_gsg-s0")
+    assert [h["epoch"] for h in partial] == [1]
+    assert json.loads((out / "results.json").read_text())["complete"] is False  # partial results are readable
+
+    trained: list[str] = []
+
+    def only_unfinished(cfg: Any, *, resume: Any) -> dict[str, Any]:
+        name = Path(cfg.run.out).name
+        assert name == "byol_gsg-s0", f"the finished run {name} was trained again"
+        assert resume == "auto"
+        trained.append(name)
+        return real(cfg, resume=resume)
+
+    monkeypatch.setattr(runner, "pretrain", only_unfinished)
+    res = reproduce("table1", scale="cpu", out=out, base_overrides=TINY)
+    assert trained == ["byol_gsg-s0"]
+    done = json.loads((runs / "byol_gsg-s0" / "done.json").read_text())
+    assert [h["epoch"] for h in done["history"]] == [1, 2]  # continued, not restarted
+    assert done["history"][0]["loss"] == pytest.approx(partial[0]["loss"])
+    assert done["times"]["resumed_from_epoch"] == 1
+    how = {r["key"]: r["how"] for r in res["runs"]}
+    assert how == {"simsiam-s0": "reused", "simsiam_gsg-s0": "reused", "byol-s0": "reused",
+                   "byol_gsg-s0": "resumed from epoch 1"}
+
+    # results.json: every run, the aggregated metrics and the paper's numbers
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["complete"] is True and saved["experiment"] == "table1" and saved["scale"] == "cpu"
+    assert list(saved["variants"]) == ["simsiam", "simsiam_gsg", "byol", "byol_gsg"]
+    for v in saved["variants"].values():
+        assert v["metrics"]["knn"]["n"] == 1 and 0 <= v["metrics"]["knn"]["mean"] <= 100
+        assert v["metrics"]["linear"]["n"] == 1 and 0 <= v["metrics"]["linear"]["mean"] <= 100
+        assert v["curve"]["knn"]["epoch"] == [1, 2]
+    assert saved["paper"]["table1"]["simsiam_gsg"]["cifar10_knn"] == [82.2, 0.48]
+    assert len(saved["claims"]) == 4 and {c["verdict"] for c in saved["claims"]} <= {"holds", "does not hold"}
+    assert saved["timing"]["wall_s"] > 0 and saved["timing"]["compute_s"] > 0
+
+    # results.md: the paper's layout with a paper column, and who measured what
+    md = (out / "results.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| Algorithm"))
+    assert "paper CIFAR-10: kNN (k=1)" in header and "paper ImageNet: linear" in header and "linear" in header
+    assert "| SimSiam w/ GSG |" in md and "82.2 ± 0.48" in md and "86.4 ± 0.28" in md and "62.2 ± 0.06" in md
+    assert "ours, synthetic: kNN (k=1)" in header  # our columns name the dataset the runs trained on
+    assert "not comparable" in md and "**Runtime:**" in md and "wall-clock" in md
+    # plots: PNG files in the paper's style, linked from results.md
+    pngs = [Path(p) for p in saved["plots"]]
+    assert pngs and all(p.read_bytes()[:8] == PNG_MAGIC for p in pngs)
+    assert all(f"]({p.name})" in md for p in pngs)
+    # commands.md: the whole reproduction + one exact gsg pretrain per run, with the linear probe
+    cmds = (out / "commands.md").read_text()
+    assert "gsg reproduce table1 --scale cpu --seeds 1 --out" in cmds
+    assert cmds.count("gsg pretrain ") == 4 and cmds.count("gsg linear ") == 4 and "--mode features" in cmds
+
+    # a third call trains nothing and evaluates nothing: every run is finished
+    def never(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a finished run was recomputed")
+
+    monkeypatch.setattr(runner, "pretrain", never)
+    monkeypatch.setattr(runner, "linear_evaluate", never)
+    again = reproduce("table1", scale="cpu", out=out, base_overrides=TINY)
+    assert again["variants"]["byol_gsg"]["metrics"] == res["variants"]["byol_gsg"]["metrics"]
+
+    # t-SNE uses the same runs as Table 1: with the same --out only the panels are computed
+    tsne = reproduce("tsne", scale="cpu", out=out, base_overrides=TINY)
+    panels = out / "tsne_panels.png"
+    assert panels.read_bytes()[:8] == PNG_MAGIC and str(panels) in tsne["plots"]
+    assert sorted(p.name for p in (out / "tsne").glob("*.png")) == [
+        "byol-s0.png", "byol_gsg-s0.png", "simsiam-s0.png", "simsiam_gsg-s0.png"]
+    assert "| (b) | SimSiam w/ GSG | tsne/simsiam_gsg-s0.png |" in (out / "results.md").read_text()
+
+    # a finished run made with another config is not silently reused
+    other = {**TINY, "optim": {**TINY["optim"], "epochs": 3}}
+    with pytest.raises(ConfigError, match=r"optim\.epochs"):
+        reproduce("table1", scale="cpu", out=out, base_overrides=other)
+
+
+def test_mean_std_over_two_seeds_and_the_table_built_from_given_numbers() -> None:
+    s = mean_std([80.0, 82.0])
+    assert s["mean"] == pytest.approx(81.0) and s["std"] == pytest.approx(2 ** 0.5) and s["n"] == 2
+    assert mean_std([70.0])["std"] is None
+    assert mean_std([None, float("nan")]) == {"mean": None, "std": None, "n": 0, "values": []}
+
+    exp = get_experiment("table1", "cpu")
+    records = []
+    for name, knn, linear in (("simsiam", (60.0, 62.0), (70.0, 71.0)), ("simsiam_gsg", (64.0, 68.0), (72.0, 74.0))):
+        for seed in (0, 1):
+            history = [{"epoch": 1, "loss": -0.5, "z_std": 0.9, "knn_k1": knn[seed] - 5, "knn_k200": 50.0},
+                       {"epoch": 2, "loss": -0.6, "z_std": 0.8, "knn_k1": knn[seed], "knn_k200": 55.0}]
+            records.append({"name": name, "seed": seed, "status": "ok", "history": history,
+                            "final": runner._final_metrics(history), "evals": {"linear": {"top1": linear[seed]}}})
+    variants = runner.aggregate(exp, records)
+    assert variants["simsiam_gsg"]["metrics"]["knn"]["mean"] == pytest.approx(66.0)
+    assert variants["simsiam_gsg"]["metrics"]["knn"]["std"] == pytest.approx(2 * 2 ** 0.5)
+    assert variants["simsiam"]["metrics"]["linear"]["mean"] == pytest.approx(70.5)
+    assert variants["simsiam"]["metrics"]["linear"]["std"] == pytest.approx(0.5 ** 0.5)
+    assert variants["simsiam"]["curve"]["knn"] == {"epoch": [1, 2], "mean": [56.0, 61.0],
+                                                   "std": [pytest.approx(2 ** 0.5)] * 2}
+    claims = {c["claim"]: c for c in runner.check_claims(exp, variants)}
+    assert claims["SimSiam w/ GSG > SimSiam (knn)"]["verdict"] == "holds"
+    assert claims["SimSiam w/ GSG > SimSiam (knn)"]["ours"] == "66.0 vs 61.0 (+5.0)"
+    assert claims["BYOL w/ GSG > BYOL (knn)"]["verdict"] == "n/a"  # not run
+    res = {"experiment": "table1", "scale": "cpu", "dataset_name": "Fashion-MNIST", "knn_metric": "knn_k1",
+           "variants": variants, "paper": exp.paper, "chance": 10.0}
+    md = results_table(res)
+    assert "| SimSiam w/ GSG | 66.0 ± 2.83 | 55.0 ± 0.00 | 73.0 ± 1.41 | 58.4 ± 0.17 | 69.4 ± 0.02 | 82.2 ± 0.48 " \
+           "| 86.4 ± 0.28 |" in md
+
+
+def test_dry_run_lists_the_commands_and_trains_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def never(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a dry run trained")
+
+    monkeypatch.setattr(runner, "pretrain", never)
+    res = reproduce("fig4", scale="cpu", out=tmp_path / "f4", dry_run=True)
+    assert not (tmp_path / "f4").exists()
+    assert [r["key"] for r in res["runs"]] == [f"{m}{s}-s0" for m in ("simsiam", "byol")
+                                               for s in ("", "_gsg", "_random", "_reverse")]
+    assert all(r["command"].startswith("gsg pretrain ") and r["status"] == "todo" for r in res["runs"])
+    assert "--stop-gradient reverse" in res["runs"][3]["command"]
+    assert res["estimated_s"] < CPU_BUDGET_S and "gsg reproduce fig4 --scale cpu" in res["commands_md"]
+    full = reproduce("table1", scale="full", out=tmp_path / "t1", dry_run=True)
+    assert len(full["runs"]) == 12 and full["seeds"] == 3  # 4 algorithms × 3 seeds, as the paper
+    assert all("--preset cifar10" in r["command"] and "--mode augment" in r["eval_commands"][0]
+               for r in full["runs"])
+    assert len(full["launch"]) == 12 and "torchrun" in full["commands_md"]
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_command_rebuilds_exactly_the_config_the_runner_trains(experiment: str, tmp_path: Path) -> None:
+    parser = build_parser()
+    for scale in SCALES:
+        for plan in plan_runs(get_experiment(experiment, scale), 2, tmp_path / "o", "cpu"):
+            args = parser.parse_args(shlex.split(plan.command)[1:])
+            assert args.auto_resume
+            cfg = load_config(preset=args.preset, file=args.config, overrides=_overrides(args))
+            assert cfg.to_dict() == plan.config.to_dict(), plan.command
+
+
+def test_every_cpu_experiment_fits_in_an_hour_on_two_cores(tmp_path: Path) -> None:
+    for name in EXPERIMENTS:
+        exp = get_experiment(name, "cpu")
+        assert exp.default_seeds == 1
+        plans = plan_runs(exp, exp.default_seeds, tmp_path)
+        for cost in (CPU_COST, CPU_COST_SLOW):
+            total = sum(estimate_seconds(p.config.optim.epochs, p.config.data.subset or 0, p.config.optim.batch_size,
+                                         knn_every=p.config.run.knn_every,
+                                         checkpoint_every=p.config.run.checkpoint_every, evals=exp.evals, cost=cost)
+                        for p in plans)
+            assert total < CPU_BUDGET_S, (name, total)
+        assert all(p.config.data.dataset == "fashion-mnist" and p.config.model.width == 0.25 for p in plans)
+
+
+def test_experiment_definitions_follow_the_paper() -> None:
+    fig5 = get_experiment("fig5", "full")
+    assert fig5.preset == "cifar10" and fig5.base["optim"]["epochs"] == 400
+    assert {r.overrides["model"]["predictor"] for r in fig5.runs} == {"none"}
+    t4 = get_experiment("table4", "full")
+    assert t4.preset == "imagenet" and sorted(r.overrides["optim"]["batch_size"] for r in t4.runs) == [
+        256, 256, 512, 512, 1024, 1024]
+    cpu4 = plan_runs(get_experiment("table4", "cpu"), 1, Path("o"))
+    assert {p.config.optim.batch_size: p.config.optim.lr for p in cpu4} == {256: None, 128: None, 64: None}
+    assert {p.config.optim.base_lr for p in cpu4} == {0.12}  # 0.06 at b=128 by linear scaling
+    dp = get_experiment("directpred", "cpu")
+    assert sorted(r.name for r in dp.runs) == sorted(f"byol{g}_{p}" for g in ("", "_gsg")
+                                                     for p in ("mlp", "linear", "directpred"))
+    assert dp.paper["tian_stl10"]["directpred"] == (77.86, 0.16)
+
+
+def test_bad_input_names_the_valid_choices(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="table1, fig4, fig5, table4, tsne, directpred"):
+        reproduce("table2", scale="cpu", out=tmp_path)
+    with pytest.raises(ConfigError, match=r"did you mean 'full'.*cpu, full"):
+        reproduce("table1", scale="ful", out=tmp_path)
+    with pytest.raises(ConfigError, match="seeds"):
+        reproduce("table1", scale="cpu", seeds=0, out=tmp_path)
+    with pytest.raises(ConfigError, match="linear_epochs"):
+        reproduce("table1", scale="cpu", out=tmp_path, dry_run=True, base_overrides={"reproduce": {"linear_epoch": 3}})
+    with pytest.raises(ConfigError, match="did you mean 'epochs'"):
+        reproduce("table1", scale="cpu", out=tmp_path, dry_run=True, base_overrides={"optim": {"epoch": 3}})
+    # what an experiment varies cannot be overridden for all its runs (they would all be the same run)
+    with pytest.raises(ConfigError, match=r"optim\.batch_size is what table4 varies"):
+        reproduce("table4", scale="cpu", out=tmp_path, dry_run=True, base_overrides={"optim": {"batch_size": 16}})
+    assert len(reproduce("table1", scale="cpu", out=tmp_path, dry_run=True,
+                         base_overrides={"optim": {"batch_size": 64}})["runs"]) == 4
+
+
+def test_full_scale_launch_gives_one_torchrun_command_per_run() -> None:
+    cmds = full_scale_launch("fig5", 4, out="o")
+    assert len(cmds) == 4
+    for c in cmds:
+        assert c.startswith("torchrun --nproc_per_node 4 ") and " -m gsg pretrain --preset cifar10 " in c
+        assert c.endswith("--auto-resume") and "--predictor none" in c and "--out o/runs/" in c
+    assert len(full_scale_launch("table1", 8)) == 12
+    with pytest.raises(ConfigError, match="divide"):
+        full_scale_launch("table1", 3)
+    with pytest.raises(ConfigError, match="nproc"):
+        full_scale_launch("table1", 0)
