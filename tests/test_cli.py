@@ -127,3 +127,13 @@ def test_diagnose_separates_a_collapsed_checkpoint(synthetic_checkpoint: Path, t
     assert main(["diagnose", str(synthetic_checkpoint), "--samples", "64"]) == 0
     printed = capsys.readouterr().out
     assert "std_sqrt_d" in printed and "GSG cases" in printed
+
+
+def test_plot_command_draws_runs_and_prints_a_table(synthetic_checkpoint: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    run = synthetic_checkpoint.parent
+    png = tmp_path / "p.png"
+    assert main(["plot", f"mine={run}", "--metrics", "loss", "z_std", "--out", str(png), "--table"]) == 0
+    out = capsys.readouterr().out
+    assert png.read_bytes()[:4] == b"\x89PNG" and "| mine | 1 |" in out
+    assert main(["plot", str(tmp_path / "nope"), "--out", str(png)]) == 2

@@ -173,6 +173,15 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                     help="override a config key in every run (and reproduce.* evaluation options)")
 
+    pl = sub.add_parser("plot", help="plot per-epoch metrics of runs (metrics.jsonl), one line per run",
+                        allow_abbrev=False)
+    pl.set_defaults(_parser=pl, func=cmd_plot)
+    pl.add_argument("runs", nargs="+", metavar="LABEL=RUN_DIR", help="run directories, optionally labelled")
+    pl.add_argument("--metrics", nargs="+", default=["knn_k1", "z_std"])
+    pl.add_argument("--out", type=Path, required=True)
+    pl.add_argument("--title", default="")
+    pl.add_argument("--table", action="store_true", help="also print a Markdown table of the metrics per run")
+
     sim = sub.add_parser("simulate", help="linear learning dynamics of Tian et al. (plots + JSON)", allow_abbrev=False)
     sim.set_defaults(_parser=sim, func=cmd_simulate)
     sim.add_argument("experiment", choices=[*_simulation_experiments(), "all"])
@@ -334,6 +343,32 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     for png in r.get("plots", []):
         print(f"plot: {png}")
     print(f"took {r['timing']['wall_s'] / 60:.1f} min")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from gsg.analysis.plots import plot_histories
+    from gsg.train.logging import read_metrics
+
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for item in args.runs:
+        label, _, path = item.rpartition("=")
+        run = Path(path)
+        file = run / "metrics.jsonl" if run.is_dir() else run
+        if not file.is_file():
+            raise GsgError(f"{file} does not exist; pass run directories written by gsg pretrain")
+        runs[label or run.name] = read_metrics(file, "epoch")
+    print(f"plot: {plot_histories(runs, args.metrics, args.out, title=args.title)}")
+    if args.table:
+        every = max(1, max(len(h) for h in runs.values()) // 6)
+        print("| run | epoch | " + " | ".join(args.metrics) + " |")
+        print("|---|---|" + "---|" * len(args.metrics))
+        for label, hist in runs.items():
+            for rec in hist:
+                if rec["epoch"] % every == 0 or rec is hist[-1] or rec["epoch"] == 1:
+                    cells = [f"{rec[m]:.3g}" if isinstance(rec.get(m), float) else str(rec.get(m, "-"))
+                             for m in args.metrics]
+                    print(f"| {label} | {rec['epoch']} | " + " | ".join(cells) + " |")
     return 0
 
 
