@@ -46,7 +46,8 @@ def test_two_process_ddp_gloo(tmp_path: Path, method: str) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "gsg", "pretrain", "--config", str(cfg), "--out", str(out)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    # A session of its own: torchrun's agent signals its process group on shutdown, which must not reach pytest.
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, start_new_session=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ckpt = load_checkpoint(out / "checkpoint.pt")
     # 64 images over 2 processes = 32 each; a global batch of 16 is 8 per process: 4 steps per epoch.

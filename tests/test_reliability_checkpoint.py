@@ -10,7 +10,6 @@ import json
 import os
 import re
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -31,13 +30,27 @@ from gsg.train.loop import Trainer, pretrain
 WAIT_S = 300
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():  # type: ignore[no-untyped-def]
+    """Tiny models: one thread is as fast, and does not spin against other jobs on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real 1-epoch checkpoint of the tiny config (4 steps)."""
     from conftest import tiny_config
 
     out = tmp_path_factory.mktemp("trained")
-    pretrain(tiny_config(out))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        pretrain(tiny_config(out))
+    finally:
+        torch.set_num_threads(threads)
     return out / "checkpoint.pt"
 
 
@@ -169,7 +182,6 @@ def test_foreign_newer_and_malformed_files_are_named(tmp_path: Path, trained: Pa
     check_resumable(load_checkpoint(trained), "x.pt")
 
 
-@pytest.mark.xfail(strict=True, reason="needs loop.Trainer._resume to call gsg.checkpoint.check_resumable")
 def test_resume_from_a_weights_only_checkpoint_is_a_clear_error(tmp_path: Path, trained: Path,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "run"
@@ -215,7 +227,7 @@ def test_flipped_bit_is_detected_not_loaded(tmp_path: Path, trained: Path) -> No
     with pytest.raises(CheckpointError, match="do not match the SHA-256"):
         load_checkpoint(tmp_path / "flip.pt")
     # A flip anywhere else is detected too, or lands in padding and changes nothing.
-    for pos in range(0, len(raw), max(1, len(raw) // 97)):
+    for pos in range(0, len(raw), max(1, len(raw) // 41)):
         flipped = bytearray(raw)
         flipped[pos] ^= 0x01
         (tmp_path / "any.pt").write_bytes(flipped)
@@ -326,7 +338,7 @@ def test_disk_full_during_training_is_a_clear_error(tmp_path: Path, monkeypatch:
         return _FillingFile(real_fdopen(fd, mode), 10**12 if saves["n"] == 1 else 50_000)
 
     monkeypatch.setattr(ck.os, "fdopen", fdopen)
-    cfg = _config_file(tmp_path, optim={"epochs": 3, "batch_size": 16, "lr": 0.05})
+    cfg = _config_file(tmp_path, optim={"epochs": 2, "batch_size": 16, "lr": 0.05})
     assert main(["pretrain", "--config", str(cfg), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "gsg: error: could not write checkpoint" in err and "No space left on device" in err
@@ -412,7 +424,6 @@ def test_only_temporary_files_of_dead_processes_on_this_host_are_removed(tmp_pat
     save_atomic({ck.FORMAT_KEY: 1, "config": {}, "backbone": {}, "data": {}, "model": {}}, path)
     assert not files["dead"].exists()
     assert all(p.exists() for k, p in files.items() if k != "dead")
-    assert socket.gethostname()  # the host part is what a shared file system tells apart
 
 
 # -------------------------------------------------------------------------------------------- divergence
@@ -433,18 +444,25 @@ def _finite(ckpt: dict[str, Any]) -> list[str]:
     return bad
 
 
-@pytest.mark.slow
-def test_a_loss_that_really_diverges_stops_naming_the_step_and_checkpoint(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def diverged(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """lr = 1e4 with weight decay 5e-4: the weights grow geometrically until float32 overflows, a few epochs
-    in. The run must stop at that step with exit code 2 and a message, no traceback, keeping a checkpoint."""
-    out = tmp_path / "run"
-    cfg = _config_file(tmp_path, optim=_HUGE_LR)
+    in (step 17 of 4-step epochs on the machines we tried), in a `gsg pretrain` process."""
+    tmp = tmp_path_factory.mktemp("diverged")
+    out = tmp / "run"
+    cfg = _config_file(tmp, optim=_HUGE_LR)
     proc = subprocess.run([sys.executable, "-m", "gsg", "pretrain", "--config", str(cfg), "--out", str(out)],
                           env=_env(), capture_output=True, text=True, timeout=WAIT_S)
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr and "gsg: error: " in proc.stderr
-    m = _DIVERGED.search(proc.stderr)
-    assert m, proc.stderr[-3000:]
+    return {"out": out, "code": proc.returncode, "stderr": proc.stderr}
+
+
+@pytest.mark.slow
+def test_a_loss_that_really_diverges_stops_naming_the_step_and_checkpoint(diverged: dict[str, Any]) -> None:
+    out, err = diverged["out"], diverged["stderr"]
+    assert diverged["code"] == 2, err[-3000:]
+    assert "Traceback" not in err and "gsg: error: " in err
+    m = _DIVERGED.search(err)
+    assert m, err[-3000:]
     step, epoch, path, kept_epoch = int(m[1]), int(m[2]), m[3], int(m[4])
     assert path == str(out / "checkpoint.pt") and kept_epoch == epoch - 1 >= 1
     ts = load_checkpoint(path)["train_state"]
@@ -454,15 +472,12 @@ def test_a_loss_that_really_diverges_stops_naming_the_step_and_checkpoint(tmp_pa
     assert all(abs(r["loss"]) <= 1.0 for r in steps)  # every step logged had a finite loss
 
 
-@pytest.mark.xfail(strict=True, reason="needs loop.Trainer.train_epoch to check the weights, not only the loss")
-def test_the_last_good_checkpoint_after_a_divergence_is_finite(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_the_last_good_checkpoint_after_a_divergence_is_finite(diverged: dict[str, Any]) -> None:
     """Before the loss turns NaN, BatchNorm running variances (which the training forward does not use)
     overflow to inf: the checkpoint kept as 'good' must not hold them."""
-    from conftest import tiny_config
-
-    with pytest.raises(TrainingDiverged):
-        pretrain(tiny_config(tmp_path / "run", optim=_HUGE_LR))
-    assert _finite(load_checkpoint(tmp_path / "run" / "checkpoint.pt")) == []
+    assert diverged["code"] == 2
+    assert _finite(load_checkpoint(diverged["out"] / "checkpoint.pt")) == []
 
 
 def test_rollback_on_a_real_divergence_reloads_the_checkpoint_with_lower_lr(
@@ -470,7 +485,7 @@ def test_rollback_on_a_real_divergence_reloads_the_checkpoint_with_lower_lr(
     """run.on_nonfinite = "rollback": each divergence reloads the last checkpoint with half the lr, at most 3
     times; the run then either finishes with the lowered lr or stops as without rollback."""
     out = tmp_path / "run"
-    cfg = _config_file(tmp_path, optim={**_HUGE_LR, "epochs": 8}, run={"on_nonfinite": "rollback"})
+    cfg = _config_file(tmp_path, optim={**_HUGE_LR, "epochs": 6}, run={"on_nonfinite": "rollback"})
     caplog.set_level("INFO", logger="gsg")
     code = main(["pretrain", "--config", str(cfg), "--out", str(out)])
     err, logs = capsys.readouterr().err, caplog.text
@@ -480,14 +495,13 @@ def test_rollback_on_a_real_divergence_reloads_the_checkpoint_with_lower_lr(
     assert len(resumes) == len(scales) and {r[0] for r in resumes} == {str(out / "checkpoint.pt")}
     ts = load_checkpoint(out / "checkpoint.pt")["train_state"]
     if code == 0:  # recovered: finished with the last lowered lr
-        assert ts["epoch"] == 8 and ts["lr_scale"] == scales[-1]
+        assert ts["epoch"] == 6 and ts["lr_scale"] == scales[-1]
     else:  # gave up after 3 rollbacks, the checkpoint it rolled back to kept
         assert code == 2 and len(scales) == 3 and "Traceback" not in err
         m = _DIVERGED.search(err)
         assert m and int(m[4]) == ts["epoch"] == int(resumes[-1][1])
 
 
-@pytest.mark.xfail(strict=True, reason="needs loop.Trainer.fit to say that the rollbacks were used up")
 def test_message_after_exhausted_rollbacks_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from conftest import tiny_config
 

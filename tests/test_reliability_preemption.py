@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -28,7 +29,7 @@ import torch
 
 from gsg.checkpoint import PAUSE_ENV, load_checkpoint
 from gsg.errors import CheckpointError
-from gsg.train.loop import pretrain
+from gsg.train.loop import Interrupted, Trainer, pretrain
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -100,6 +101,13 @@ def _temps(out: Path) -> set[Path]:
     return set(out.glob(".checkpoint.pt.*.tmp"))
 
 
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:  # renamed or removed since it was listed
+        return 0
+
+
 def _loads(path: Path) -> bool:
     try:
         load_checkpoint(path)
@@ -157,9 +165,10 @@ def test_killed_and_stopped_run_resumes_to_the_uninterrupted_weights(tmp_path: P
     assert max(a.new_steps()) >= state[2]  # the checkpoint is not ahead of what was trained
 
     # 2. SIGKILL while the next checkpoint is half written: the temporary file is partial, checkpoint.pt intact.
+    left_by_a = _temps(out)  # A may have been killed while it wrote a checkpoint too
     b = start("b", "--resume", env={PAUSE_ENV: "write:600"})
     partial = b.wait_until("a partly written checkpoint",
-                           lambda: [p for p in _temps(out) if p.stat().st_size >= 64 * 1024])[0]
+                           lambda: [p for p in _temps(out) - left_by_a if _size(p) >= 64 * 1024])[0]
     assert b.signal_and_wait(signal.SIGKILL) == -signal.SIGKILL
     resumed_from(b, state)
     assert _state(out) == state, "the interrupted write changed checkpoint.pt"
@@ -168,11 +177,11 @@ def test_killed_and_stopped_run_resumes_to_the_uninterrupted_weights(tmp_path: P
     # 3. SIGTERM while a checkpoint is being written: the write completes, the run takes one more step, saves
     # a mid-epoch checkpoint and exits with 130. Its first save removes the killed process's temporary file.
     d = start("d", "--resume", env={PAUSE_ENV: "write:1.5"})
-    d.wait_until("a checkpoint write", lambda: [p for p in _temps(out) if p != partial and p.stat().st_size])
+    d.wait_until("a checkpoint write", lambda: [p for p in _temps(out) - left_by_a - {partial} if _size(p)])
     assert not partial.exists(), "the next save did not remove the temporary file of the killed process"
     assert d.signal_and_wait(signal.SIGTERM) == 130
     resumed_from(d, state)
-    assert "removed 1 temporary file(s)" in d.text()
+    assert re.search(r"removed \d+ temporary file\(s\) left in .* by an interrupted checkpoint write", d.text())
     assert "stopped by signal 15" in d.text() and "continue with --resume" in d.text()
     epoch = state[0] + 1
     state = _state(out)
@@ -181,7 +190,7 @@ def test_killed_and_stopped_run_resumes_to_the_uninterrupted_weights(tmp_path: P
 
     # 4. SIGINT (Ctrl-C) the same way, from the mid-epoch checkpoint.
     e = start("e", "--resume", env={PAUSE_ENV: "write:1.5"})
-    e.wait_until("a checkpoint write", lambda: [p for p in _temps(out) if p.stat().st_size])
+    e.wait_until("a checkpoint write", lambda: [p for p in _temps(out) if _size(p)])
     assert e.signal_and_wait(signal.SIGINT) == 130
     resumed_from(e, state)
     assert "stopped by signal 2" in e.text()
@@ -203,3 +212,35 @@ def test_killed_and_stopped_run_resumes_to_the_uninterrupted_weights(tmp_path: P
     mom_ref = reference["train_state"]["optimizer"]["state"]
     mom = final["train_state"]["optimizer"]["state"]
     assert all(torch.equal(mom[i]["momentum_buffer"], mom_ref[i]["momentum_buffer"]) for i in mom_ref)
+
+
+def test_signal_during_the_last_batch_of_an_epoch_resumes_exactly(tmp_path: Path) -> None:
+    from conftest import tiny_config
+
+    common = {"optim": {"epochs": 2, "batch_size": 16, "lr": 0.05}}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        full = tiny_config(tmp_path / "full", **common)
+        pretrain(full)
+        part = tiny_config(tmp_path / "part", **common)
+        trainer = Trainer(part)
+        original = trainer.views_and_loss
+        count = {"n": 0}
+
+        def signal_on_last_batch(images):  # type: ignore[no-untyped-def]
+            count["n"] += 1
+            if count["n"] == STEPS_PER_EPOCH:  # a SIGTERM that arrives while the epoch's last batch runs
+                os.kill(os.getpid(), signal.SIGTERM)
+            return original(images)
+
+        trainer.views_and_loss = signal_on_last_batch  # type: ignore[method-assign]
+        with pytest.raises(Interrupted):
+            trainer.fit()
+        pretrain(part, resume=True)
+    finally:
+        torch.set_num_threads(threads)
+    a = load_checkpoint(tmp_path / "full" / "checkpoint.pt")
+    b = load_checkpoint(tmp_path / "part" / "checkpoint.pt")
+    assert [h["epoch"] for h in b["metrics"]["history"]] == [1, 2]
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])

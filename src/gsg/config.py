@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ class DataConfig:
     workers: int = 4  # decoding processes for image folders
     on_device: bool = True  # hold in-memory datasets on the training device (GPU-resident CIFAR)
     download: bool = True  # try torchvision's download when the files are not found locally
+    on_bad_file: str = "skip"  # image folders: skip unreadable files (listed in one warning) | error (name the file)
 
 
 @dataclass
@@ -106,6 +108,7 @@ class Config:
 CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("data", "dataset"): ("fashion-mnist", "mnist", "cifar10", "cifar100", "stl10", "imagefolder", "synthetic"),
     ("data", "recipe"): ("imagenet", "cifar", "grayscale"),
+    ("data", "on_bad_file"): ("skip", "error"),
     ("model", "backbone"): ("resnet18", "resnet34", "resnet50"),
     ("model", "proj_last_bn"): ("affine", "plain", "none"),
     ("model", "predictor"): ("mlp", "linear", "none", "directpred", "directcopy"),
@@ -119,7 +122,11 @@ CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
 }
 POSITIVE = {("optim", "epochs"), ("optim", "batch_size"), ("model", "proj_dim"), ("model", "pred_hidden"),
             ("model", "width"), ("run", "checkpoint_every"), ("run", "knn_k"), ("run", "knn_t"),
-            ("model", "directpred_freq"), ("run", "log_every")}
+            ("model", "directpred_freq"), ("run", "log_every"), ("optim", "lr"), ("optim", "base_lr"),
+            ("model", "proj_layers"), ("model", "proj_hidden"), ("data", "image_size"), ("run", "limit_batches")}
+NON_NEGATIVE = {("optim", "momentum"), ("optim", "weight_decay"), ("optim", "warmup_epochs"), ("data", "workers"),
+                ("model", "directpred_eps")}
+UNIT_INTERVAL = {("ssl", "ema_momentum"), ("model", "directpred_rho")}
 
 
 _SECTION_TYPES = {"data": DataConfig, "model": ModelConfig, "ssl": SSLConfig, "optim": OptimConfig,
@@ -153,20 +160,25 @@ def _coerce(section: str, key: str, value: Any, annotation: Any) -> Any:
     if base is int:
         if isinstance(value, bool) or not isinstance(value, int | str | float):
             raise ConfigError(f"{where} must be an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
         try:
             as_float = float(value)
-        except ValueError:
+        except (ValueError, OverflowError):
             raise ConfigError(f"{where} must be an integer, got {value!r}") from None
-        if as_float != int(as_float):
+        if not math.isfinite(as_float) or as_float != int(as_float):
             raise ConfigError(f"{where} must be an integer, got {value!r}")
         return int(as_float)
     if base is float:
         if isinstance(value, bool):
             raise ConfigError(f"{where} must be a number, got {value!r}")
         try:
-            return float(value)
-        except (TypeError, ValueError):
+            number = float(value)
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"{where} must be a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"{where} must be a finite number, got {value!r}")
+        return number
     if base is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where} must be a string, got {value!r}")
@@ -209,6 +221,14 @@ def validate(config: Config) -> None:
         value = getattr(getattr(config, section), key)
         if value is not None and value <= 0:
             raise ConfigError(f"{section}.{key} must be positive, got {value}")
+    for section, key in NON_NEGATIVE:
+        value = getattr(getattr(config, section), key)
+        if value is not None and value < 0:
+            raise ConfigError(f"{section}.{key} must be zero or more, got {value}")
+    for section, key in UNIT_INTERVAL:
+        value = getattr(getattr(config, section), key)
+        if value is not None and not 0 <= value <= 1:
+            raise ConfigError(f"{section}.{key} must be between 0 and 1, got {value}")
     if config.data.subset is not None and config.data.subset < 2:
         raise ConfigError(f"data.subset must be at least 2 images, got {config.data.subset}")
     if config.ssl.stop_gradient != "symmetric" and config.optim.batch_size < 2:
@@ -236,7 +256,10 @@ def read_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text ({exc}); is it a TOML or JSON file?") from None
     try:
         if path.suffix == ".json":
             return json.loads(text)

@@ -69,8 +69,8 @@ def _mean_std(xs: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
-def summarize(runs: Sequence[dict[str, Any]], metric: str = "knn_k200", *, time_axis: str = "median"
-              ) -> dict[str, Any]:
+def summarize(runs: Sequence[dict[str, Any]], metric: str = "knn_k200", *, time_axis: str = "median",
+              fresh_cost: float | None = None) -> dict[str, Any]:
     """Equal-epoch and equal-time comparisons from run records {seed, mode, epochs, history}.
 
     Modes: "reuse", "fresh" (same epochs) and optionally "reuse_long" (reuse with more epochs, about the
@@ -78,7 +78,10 @@ def summarize(runs: Sequence[dict[str, Any]], metric: str = "knn_k200", *, time_
 
     ``time_axis``: "median" puts epoch e of a mode at e x (that mode's median epoch time over all its seeds
     and epochs), so that a burst of background load during one epoch of one run does not move the
-    equal-time comparison; "measured" uses each epoch's own ``epoch_time_s``.
+    equal-time comparison; "measured" uses each epoch's own ``epoch_time_s``. ``fresh_cost``: instead of
+    wall-clock, measure time in reuse-epochs, with a fresh epoch costing ``fresh_cost`` of them (e.g. the
+    paired step ratio of ``gsg bench steps``): on a shared machine the runs of one mode may have met more
+    background load than those of the other, which the interleaved step ratio is immune to.
     """
     by: dict[str, dict[int, dict[str, Any]]] = {}
     for r in runs:
@@ -86,6 +89,8 @@ def summarize(runs: Sequence[dict[str, Any]], metric: str = "knn_k200", *, time_
     per_epoch: dict[str, float | None] = {
         mode: (statistics.median(h["epoch_time_s"] for rec in recs.values() for h in rec["history"])
                if time_axis == "median" else None) for mode, recs in by.items()}
+    if fresh_cost is not None:
+        per_epoch = {mode: (fresh_cost if mode == "fresh" else 1.0) for mode in by}
     seeds = sorted(set(by.get("reuse", {})) & set(by.get("fresh", {})))
     out: dict[str, Any] = {"metric": metric, "seeds": seeds, "modes": {}}
     for mode, recs in by.items():
@@ -116,7 +121,7 @@ def summarize(runs: Sequence[dict[str, Any]], metric: str = "knn_k200", *, time_
     out["equal_epochs_diffs"] = eq_epoch
     out["equal_time_interp_diff_reuse_minus_fresh"] = _mean_std(eq_time_interp)
     out["equal_time_interp_diffs"] = eq_time_interp
-    out["time_axis"] = time_axis
+    out["time_axis"] = time_axis if fresh_cost is None else f"reuse-epochs (fresh epoch = {fresh_cost})"
     out["fresh_over_reuse_epoch_time"] = (out["modes"]["fresh"]["epoch_time_s_median"]
                                           / out["modes"]["reuse"]["epoch_time_s_median"])
     if "reuse_long" in by:
@@ -125,27 +130,47 @@ def summarize(runs: Sequence[dict[str, Any]], metric: str = "knn_k200", *, time_
                  - run_curve(by["fresh"][s]["history"], metric)[1][-1] for s in paired]
         out["equal_time_long_diff_reuse_long_minus_fresh"] = _mean_std(diffs)
         out["equal_time_long_diffs"] = diffs
+        # Does training longer help at all at this scale? If not, an equal-time comparison rewards stopping early.
+        gain = [run_curve(by["reuse_long"][s]["history"], metric)[1][-1]
+                - run_curve(by["reuse"][s]["history"], metric)[1][-1] for s in paired if s in by["reuse"]]
+        out["longer_training_gain_reuse_long_minus_reuse"] = _mean_std(gain)
+        out["longer_training_gains"] = gain
         out["reuse_long_over_fresh_train_time"] = (out["modes"]["reuse_long"]["train_time_s_mean"]
                                                    / out["modes"]["fresh"]["train_time_s_mean"])
     return out
 
 
+def _significant(mean_std: tuple[float, float], n: int) -> bool:
+    """|mean| beyond 2 standard errors of the paired differences (never with one seed: no error estimate)."""
+    mean, std = mean_std
+    return n > 1 and mean == mean and abs(mean) > 2 * std / n**0.5
+
+
 def verdict(summary: dict[str, Any]) -> str:
-    """Which mode to make the default: the higher kNN at equal wall-clock, unless within seed noise."""
-    key = ("equal_time_long_diff_reuse_long_minus_fresh" if "equal_time_long_diff_reuse_long_minus_fresh" in summary
-           else "equal_time_interp_diff_reuse_minus_fresh")
-    if key not in summary:
+    """Which view mode to make the default, cost-aware.
+
+    "fresh" costs about twice per step, so it must *earn* its cost: it wins only if it is better beyond seed
+    noise (2 standard errors of the paired differences) at equal epochs AND not worse at equal wall-clock.
+    Otherwise "reuse" gives the same accuracy (or better) for about half the compute.
+    """
+    if "equal_epochs_diff_reuse_minus_fresh" not in summary:
         return "undecided (no paired runs)"
-    mean, std = summary[key]
-    if mean != mean:
-        return "undecided (no equal-time point)"
-    n = max(1, len(summary["seeds"]))
-    se = std / n**0.5 if n > 1 else float("inf")
-    if mean > 0:
-        sig = "beyond" if mean > 2 * se else "within"
-        return f"reuse (+{mean:.2f} points at equal wall-clock, {sig} 2 standard errors over {n} seeds)"
-    sig = "beyond" if -mean > 2 * se else "within"
-    return f"fresh (+{-mean:.2f} points at equal wall-clock, {sig} 2 standard errors over {n} seeds)"
+    n = len(summary["seeds"])
+    eq_ep = summary["equal_epochs_diff_reuse_minus_fresh"]
+    cost = summary.get("fresh_over_reuse_epoch_time", float("nan"))
+    if eq_ep[0] > 0 and _significant(eq_ep, n):
+        return f"reuse (better at equal epochs by {eq_ep[0]:.2f} points over {n} seeds, and {cost:.2f}x cheaper)"
+    if eq_ep[0] < 0 and _significant(eq_ep, n):
+        key = ("equal_time_long_diff_reuse_long_minus_fresh" if "equal_time_long_diff_reuse_long_minus_fresh"
+               in summary else "equal_time_interp_diff_reuse_minus_fresh")
+        eq_t = summary[key]
+        if eq_t[0] < 0 and _significant(eq_t, n):
+            return (f"fresh (better by {-eq_ep[0]:.2f} points at equal epochs and by {-eq_t[0]:.2f} at equal "
+                    f"wall-clock over {n} seeds)")
+        return (f"reuse (fresh is better by {-eq_ep[0]:.2f} points at equal epochs but not at equal wall-clock, "
+                f"where reuse − fresh = {eq_t[0]:+.2f}; fresh costs {cost:.2f}x per epoch)")
+    return (f"reuse (equal epochs: reuse − fresh = {eq_ep[0]:+.2f} ± {eq_ep[1]:.2f} points over {n} seeds, within "
+            f"seed noise; fresh costs {cost:.2f}x per epoch)")
 
 
 def _config(mode: str, seed: int, epochs: int, out: Path, opts: dict[str, Any]) -> Any:
@@ -174,20 +199,24 @@ def run(*, dataset: str = "fashion-mnist", data_dir: str | None = None, seeds: i
         lr: float | None = None, schedule: str = "cosine", proj_dim: int = 512, pred_hidden: int = 128,
         image_size: int | None = None, method: str = "simsiam", stop_gradient: str = "guided",
         knn_train_subset: int | None = 5000, knn_test_subset: int | None = 2000, device: str = "cpu",
-        out_dir: str | None = None, warmup: bool = True, quick: bool = False) -> dict[str, Any]:
+        out_dir: str | None = None, warmup: bool = True, fresh_cost: float | None = None,
+        quick: bool = False) -> dict[str, Any]:
     """Pretrain reuse / fresh (and reuse with more epochs) for ``seeds`` seeds; compare kNN at equal cost.
 
     ``equal_time_epochs``: epochs of the extra "reuse_long" run (None: 2 × epochs; 0: skip it).
     ``warmup``: first run two untimed steps of each mode, so that one-time costs (oneDNN kernel selection,
     lazy imports, allocator growth) do not land in the first timed epoch of whichever mode runs first.
-    ``quick``: a seconds-long smoke run on the synthetic dataset (16 px, width 1/8, 2 epochs, 1 seed).
+    ``quick``: a seconds-long smoke run on the synthetic dataset (16 px, width 1/8, 1 epoch and 2 for
+    reuse_long, 1 seed).
+    ``fresh_cost``: compare at equal cost in reuse-epochs with this cost of a fresh epoch (e.g. the paired
+    step ratio of ``gsg bench steps``) instead of the measured wall-clock; see ``summarize``.
     Partial results are written to ``out_dir/accuracy_partial.json`` after every run, so a long run
     that is stopped keeps what it measured.
     """
     if quick:
-        dataset, subset, epochs, seeds, width, batch_size = "synthetic", 64, 2, 1, 0.125, 16
+        dataset, subset, epochs, seeds, width, batch_size = "synthetic", 64, 1, 1, 0.125, 16
         proj_dim, pred_hidden, image_size, knn_train_subset, knn_test_subset = 32, 16, 16, None, None
-        equal_time_epochs = 3 if equal_time_epochs is None else equal_time_epochs
+        equal_time_epochs = 2 if equal_time_epochs is None else equal_time_epochs
         lr, warmup = (0.05 if lr is None else lr), False
     if equal_time_epochs is None:
         equal_time_epochs = 2 * epochs
@@ -195,7 +224,8 @@ def run(*, dataset: str = "fashion-mnist", data_dir: str | None = None, seeds: i
             "equal_time_epochs": equal_time_epochs, "width": width, "batch_size": batch_size, "lr": lr,
             "schedule": schedule, "proj_dim": proj_dim, "pred_hidden": pred_hidden, "image_size": image_size,
             "method": method, "stop_gradient": stop_gradient, "knn_train_subset": knn_train_subset,
-            "knn_test_subset": knn_test_subset, "device": device, "warmup": warmup, "quick": quick}
+            "knn_test_subset": knn_test_subset, "device": device, "warmup": warmup, "fresh_cost": fresh_cost,
+            "quick": quick}
     result: dict[str, Any] = {"machine": machine_info(device), "options": dict(opts)}
     tmp = None
     if out_dir is None:
@@ -228,13 +258,15 @@ def run(*, dataset: str = "fashion-mnist", data_dir: str | None = None, seeds: i
         if tmp is not None:
             tmp.cleanup()
     result["runs"] = runs
-    return finish(_tabulate(result))
+    return finish(_tabulate(result, fresh_cost))
 
 
-def _tabulate(result: dict[str, Any]) -> dict[str, Any]:
+def _tabulate(result: dict[str, Any], fresh_cost: float | None = None) -> dict[str, Any]:
     runs = result["runs"]
-    summaries = {m: summarize(runs, m) for m in METRICS
+    summaries = {m: summarize(runs, m, fresh_cost=fresh_cost) for m in METRICS
                  if any(m in h for r in runs for h in r["history"])}
+    if fresh_cost is not None:
+        result["fresh_cost_used"] = fresh_cost
     result["summary"] = summaries
     tables: dict[str, list[dict[str, Any]]] = {}
     for metric, s in summaries.items():
@@ -251,12 +283,16 @@ def _tabulate(result: dict[str, Any]) -> dict[str, Any]:
             cmp_rows.append({"comparison": "equal epochs: reuse − fresh", "mean": m, "std": sd,
                              "per seed": s["equal_epochs_diffs"]})
             m, sd = s["equal_time_interp_diff_reuse_minus_fresh"]
-            cmp_rows.append({"comparison": "equal time (fresh curve at reuse's end): reuse − fresh", "mean": m,
+            cmp_rows.append({"comparison": "equal time (dearer mode's curve at the cheaper one's end): reuse − fresh",
+                             "mean": m,
                              "std": sd, "per seed": s["equal_time_interp_diffs"]})
         if "equal_time_long_diff_reuse_long_minus_fresh" in s:
             m, sd = s["equal_time_long_diff_reuse_long_minus_fresh"]
             cmp_rows.append({"comparison": "equal time (reuse_long vs fresh): reuse_long − fresh", "mean": m,
                              "std": sd, "per seed": s["equal_time_long_diffs"]})
+            m, sd = s["longer_training_gain_reuse_long_minus_reuse"]
+            cmp_rows.append({"comparison": "longer training (reuse_long − reuse)", "mean": m, "std": sd,
+                             "per seed": s["longer_training_gains"]})
         if cmp_rows:
             tables[f"{metric}: paired differences (points)"] = cmp_rows
     result["tables"] = tables
@@ -270,7 +306,11 @@ def _tabulate(result: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def from_partial(path: str | Path) -> dict[str, Any]:
-    """Rebuild the full result (tables, summary, verdict) from an ``accuracy_partial.json``."""
+def from_partial(path: str | Path, fresh_cost: float | None = None) -> dict[str, Any]:
+    """Rebuild the tables, summary and verdict from ``out_dir/accuracy_partial.json`` or a saved result JSON.
+
+    ``fresh_cost``: place fresh epochs on the time axis at this multiple of a reuse epoch (see ``summarize``).
+    """
     data = json.loads(Path(path).read_text())
-    return finish(_tabulate(data))
+    data.pop("tables", None)
+    return _tabulate(data, fresh_cost)

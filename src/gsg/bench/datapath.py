@@ -22,6 +22,7 @@ single-threaded as DataLoader workers are. Per core = images/s divided by the co
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import tempfile
 import time
@@ -43,9 +44,9 @@ from gsg.bench.report import (
     synchronize,
     usable_cores,
 )
-from gsg.bench.steps import bench_config, first_batch, model_defaults, train_step
+from gsg.bench.steps import bench_config, first_batch, model_defaults, profile_step, train_step
 from gsg.data.datasets import IMAGENET_MEAN, IMAGENET_STD
-from gsg.data.views import BatchAugment, blur_kernel_size, make_recipe
+from gsg.data.views import AugParams, BatchAugment, blur_kernel_size, make_recipe
 from gsg.train.loop import Trainer
 
 TARGET_AUG_SHARE = 0.10  # the issue's target: augmentation at most 10% of a training step
@@ -116,6 +117,11 @@ def reference_throughput(images: Tensor, recipe: str, size: int, *, batch_size: 
     return {"views": n, "seconds": elapsed, "images_per_s": n / elapsed}
 
 
+def slice_params(params: AugParams, start: int, stop: int) -> AugParams:
+    """The per-sample parameters of images start..stop-1 (every AugParams field has the batch first)."""
+    return AugParams(**{f.name: getattr(params, f.name)[start:stop] for f in dataclasses.fields(params)})
+
+
 def _with_threads(threads: int, fn: Callable[[], object]) -> Callable[[], object]:
     def call() -> object:
         old = torch.get_num_threads()
@@ -131,14 +137,17 @@ def _with_threads(threads: int, fn: Callable[[], object]) -> Callable[[], object
 def run(*, device: str = "auto", quick: bool = False, recipes: tuple[str, ...] = ("cifar", "imagenet"),
         cifar_batch: int = 512, imagenet_batch: int = 64, imagenet_source: int = 224, threads: int = 1,
         workers: int | None = None, repeats: int = 7, reference_batches: int = 6, step_share: bool = True,
-        step_repeats: int = 9, compile_augment: bool = False) -> dict[str, Any]:
+        step_repeats: int = 9, compile_augment: bool = False, chunk: int = 0,
+        profile: bool = True) -> dict[str, Any]:
     """Augmentation throughput (ours vs torchvision per image) per recipe, and augmentation's share of a step.
 
     ``threads``: torch threads for our CPU augmentation (1 = per-core number); ``workers``: DataLoader workers
     of the reference's multi-process run (None: the usable cores). ``compile_augment``: also time
     ``torch.compile(BatchAugment.apply)`` (one-off compile time excluded). ``step_share``: time two
     ``BatchAugment`` calls (one step's views) against a whole ``train_step`` of the steps benchmark's
-    SimSiam + GSG (reuse) model, round-robin.
+    SimSiam + GSG (reuse) model, round-robin. ``chunk`` > 0: also time ours with the parameters drawn for the
+    whole batch but ``BatchAugment.apply`` run on slices of ``chunk`` images (the same output; on a CPU the
+    slices' intermediates stay in cache). ``profile``: also list the top ops of one call of ours per recipe.
     """
     dev = resolve_device(device)
     cores = usable_cores()
@@ -150,10 +159,12 @@ def run(*, device: str = "auto", quick: bool = False, recipes: tuple[str, ...] =
     options = {"device": str(dev), "quick": quick, "recipes": list(recipes), "cifar_batch": cifar_batch,
                "imagenet_batch": imagenet_batch, "imagenet_source": imagenet_source, "threads": threads,
                "workers": workers, "repeats": repeats, "reference_batches": reference_batches,
-               "step_share": step_share, "step_repeats": step_repeats, "compile_augment": compile_augment}
+               "step_share": step_share, "step_repeats": step_repeats, "compile_augment": compile_augment,
+               "chunk": chunk, "profile": profile}
     result: dict[str, Any] = {"machine": machine_info(dev), "options": options}
     rows: list[dict[str, Any]] = []
     numbers: dict[str, Any] = {}
+    profiles: dict[str, list[dict[str, Any]]] = {}
     for recipe in recipes:
         size, batch, source = (32, cifar_batch, 32) if recipe == "cifar" else (
             64 if quick else 224, imagenet_batch, imagenet_source)
@@ -178,6 +189,19 @@ def run(*, device: str = "auto", quick: bool = False, recipes: tuple[str, ...] =
 
             fns["ours (compiled)"] = (_with_threads(threads, ours_compiled) if dev.type == "cpu"
                                       else ours_compiled)
+        if chunk > 0:
+
+            def ours_chunked(aug: BatchAugment = aug, images: Tensor = images, gen: torch.Generator = gen) -> object:
+                b, _, h, w = images.shape
+                views = []
+                for _ in range(2):
+                    p = aug.sample(b, h, w, images.device, gen)
+                    views.append(torch.cat([aug.apply(images[i:i + chunk], slice_params(p, i, i + chunk))
+                                            for i in range(0, b, chunk)]))
+                return views
+
+            fns[f"ours (chunks of {chunk})"] = (_with_threads(threads, ours_chunked) if dev.type == "cpu"
+                                                else ours_chunked)
         if dev.type == "cpu":
             # The one-core reference runs in this process: interleave it with ours, batch for batch.
             hwc = images_cpu.permute(0, 2, 3, 1).contiguous().numpy()
@@ -190,6 +214,9 @@ def run(*, device: str = "auto", quick: bool = False, recipes: tuple[str, ...] =
 
             fns["torchvision, 1 core (workers=0)"] = _with_threads(1, reference_one_core)
         times = interleaved_times(fns, repeats=repeats, warmup=1, device=dev)
+        if profile:
+            profiles[f"Profile of one call of ours (two views), {recipe} (top ops by self time)"] = profile_step(
+                fns["ours"], dev, top=8)
         for name, ts in times.items():
             med = summarize_times(ts)["median_s"]
             ips = 2 * batch / med
@@ -210,7 +237,7 @@ def run(*, device: str = "auto", quick: bool = False, recipes: tuple[str, ...] =
                        and r["pipeline"].startswith("torchvision, 1 core")), None)
         if ours_pc is not None and ref_pc:
             numbers[f"{recipe}.ours_over_torchvision_per_core"] = ours_pc / ref_pc
-    result["tables"] = {"Augmentation throughput (two views per image)": rows}
+    result["tables"] = {"Augmentation throughput (two views per image)": rows, **profiles}
     result["throughput"] = numbers
     if step_share:
         result.update(_step_share(dev, quick, step_repeats))

@@ -13,6 +13,7 @@ two more crops of the partner image and encodes them: 4 passes, about 2x the ste
 
 from __future__ import annotations
 
+import statistics
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ from torch import Tensor
 from gsg.bench.report import finish, interleaved_times, machine_info, ratios, resolve_device, summarize_times
 from gsg.config import Config, load_config
 from gsg.ssl.ema import momentum_at
+from gsg.ssl.stopgrad import derangement, policy_loss
 from gsg.train.loop import Trainer
 
 # (name, method, stop_gradient, views)
@@ -135,27 +137,97 @@ def profile_step(step: Callable[[], object], device: torch.device, top: int = 12
              "share %": 100.0 * getattr(e, attr) / total} for e in rows]
 
 
-def compute_table(medians: dict[str, float], passes: dict[str, int]) -> list[dict[str, Any]]:
-    """Rows: variant, median step time, ratio to the same method's symmetric variant, encoder passes."""
+def loss_only_times(batch: int, dim: int, device: torch.device, repeats: int) -> dict[str, float]:
+    """Median seconds of the stop-gradient loss alone (forward + backward into the predictions), per policy.
+
+    Isolates what GSG adds to a step (four distances, the argmin, the partner gather, two candidate terms
+    per image) from the encoder work, which the step medians cannot resolve below their noise.
+    """
+    g = torch.Generator(device=device).manual_seed(0)
+    p = [torch.randn(batch, dim, device=device, generator=g).requires_grad_() for _ in range(2)]
+    t = [torch.randn(batch, dim, device=device, generator=g) for _ in range(2)]
+    partner = derangement(batch, generator=g, device=device)
+
+    def loss(policy: str) -> Callable[[], object]:
+        def call() -> object:
+            out = policy_loss(policy, p1=(p[0], p[1]), t1=(t[0], t[1]), partner=partner)  # type: ignore[arg-type]
+            out.loss.backward()
+            return out.loss
+
+        return call
+
+    times = interleaved_times({"symmetric": loss("symmetric"), "guided": loss("guided")}, repeats=repeats,
+                              warmup=2, device=device)
+    return {k: summarize_times(v)["median_s"] for k, v in times.items()}
+
+
+def paired_ratio(times: Sequence[float], base: Sequence[float]) -> dict[str, float]:
+    """Median and quartiles over rounds of time / base time of the same round.
+
+    A round runs every variant back to back, so a slow period of the shared machine inflates both times of a
+    round: the per-round ratio cancels it, where the ratio of two medians (taken over different rounds)
+    does not. This is the benchmark's ratio; the ratio of medians is shown next to it.
+    """
+    r = [a / b for a, b in zip(times, base, strict=True)]
+    q = statistics.quantiles(r, n=4) if len(r) >= 2 else [r[0], r[0], r[0]]
+    return {"median": statistics.median(r), "q1": q[0], "q3": q[2]}
+
+
+def compute_table(times: dict[str, list[float]], passes: dict[str, int]) -> list[dict[str, Any]]:
+    """Rows: variant, median step time, ratios to the same method's symmetric variant, encoder passes.
+
+    ``times``: seconds per round for each variant (``interleaved_times``' output, rounds aligned).
+    """
+    medians = {name: summarize_times(ts)["median_s"] for name, ts in times.items()}
     rows = []
     for name, med in medians.items():
-        method = name.split()[0]
-        base = f"{method} symmetric"
-        ratio = ratios(medians, base)[name] if base in medians else float("nan")
-        rows.append({"variant": name, "median step ms": 1000.0 * med, "ratio to symmetric": ratio,
-                     "encoder passes": passes.get(name)})
+        base = f"{name.split()[0]} symmetric"
+        row: dict[str, Any] = {"variant": name, "median step ms": 1000.0 * med,
+                               "IQR ms": 1000.0 * summarize_times(times[name])["iqr_s"]}
+        if base in times:
+            pr = paired_ratio(times[name], times[base])
+            row["ratio to symmetric (paired)"] = pr["median"]
+            row["paired ratio IQR"] = f"{pr['q1']:.2f}–{pr['q3']:.2f}"
+            row["ratio of medians"] = ratios(medians, base)[name]
+        else:
+            row["ratio to symmetric (paired)"] = row["paired ratio IQR"] = row["ratio of medians"] = None
+        row["encoder passes"] = passes.get(name)
+        rows.append(row)
     return rows
+
+
+def tabulate(result: dict[str, Any]) -> dict[str, Any]:
+    """The step table and the headline ratios from ``result["raw"]`` (per-round seconds of each variant)."""
+    times: dict[str, list[float]] = result["raw"]
+    rows = compute_table(times, result.get("encoder_passes", {}))
+    for row in rows:
+        row["memory format"] = result.get("memory_formats", {}).get(row["variant"])
+    result.setdefault("tables", {})["Median step time (round-robin)"] = rows
+    result["medians_s"] = {name: summarize_times(ts)["median_s"] for name, ts in times.items()}
+    for method in ("simsiam", "byol"):
+        sym = times.get(f"{method} symmetric")
+        for views in ("reuse", "fresh"):
+            other = times.get(f"{method} guided {views}")
+            if sym is not None and other is not None:
+                result[f"{method}_{views}_over_symmetric"] = paired_ratio(other, sym)["median"]
+        if f"{method}_reuse_over_symmetric" in result:
+            result[f"{method}_reuse_meets_target_1.05"] = result[f"{method}_reuse_over_symmetric"] <= TARGET_REUSE_RATIO
+    nchw, cl = times.get("simsiam guided reuse (NCHW)"), times.get("simsiam guided reuse")
+    if nchw is not None and cl is not None:
+        result["channels_last_speedup"] = paired_ratio(nchw, cl)["median"]
+    return result
 
 
 def run(*, device: str = "auto", quick: bool = False, methods: Sequence[str] = ("simsiam", "byol"),
         width: float | None = None, batch_size: int | None = None, proj_dim: int | None = None,
         pred_hidden: int | None = None, image_size: int | None = None, backbone: str = "resnet18",
         repeats: int = 15, warmup: int = 2, amp: str = "auto", channels_last: bool | None = None,
-        compile: bool = False, profile: bool = True) -> dict[str, Any]:
+        compile: bool = False, profile: bool = True, compare_layout: bool = False) -> dict[str, Any]:
     """Median step time of the six variants (or those of ``methods``), timed round-robin on one batch.
 
     Model size and batch default per device (``model_defaults``); ``quick`` shrinks everything for tests.
-    ``profile``: also return the top ops of one guided-reuse step.
+    ``profile``: also return the top ops of one guided-reuse step. ``compare_layout``: add "simsiam guided
+    reuse (NCHW)", the same step with channels-last off, to the round-robin (the Trainer's default is on).
     """
     dev = resolve_device(device)
     sizes = model_defaults(dev, quick)
@@ -165,19 +237,23 @@ def run(*, device: str = "auto", quick: bool = False, methods: Sequence[str] = (
             sizes[key] = val
     if quick:
         repeats, warmup = min(repeats, 2), min(warmup, 1)
-    variants = [v for v in VARIANTS if v[1] in methods]
+    variants: list[tuple[str, str, str, str]] = [v for v in VARIANTS if v[1] in methods]
+    if compare_layout:
+        variants.append(("simsiam guided reuse (NCHW)", "simsiam", "guided", "reuse"))
     options = {"device": str(dev), "quick": quick, "methods": list(methods), "backbone": backbone, **sizes,
                "repeats": repeats, "warmup": warmup, "amp": amp, "channels_last": channels_last,
-               "compile": compile}
+               "compile": compile, "profile": profile, "compare_layout": compare_layout}
     result: dict[str, Any] = {"machine": machine_info(dev), "options": options}
     with tempfile.TemporaryDirectory(prefix="gsg-bench-steps-") as tmp:
         trainers: dict[str, Trainer] = {}
         fns: dict[str, Callable[[], object]] = {}
         passes: dict[str, int] = {}
+        layouts: dict[str, str] = {}
         images: Tensor | None = None
         for name, method, policy, views in variants:
             cfg = bench_config(Path(tmp) / name.replace(" ", "_"), method=method, stop_gradient=policy,
-                               views=views, device=dev, amp=amp, channels_last=channels_last, compile=compile,
+                               views=views, device=dev, amp=amp, compile=compile,
+                               channels_last=False if name.endswith("(NCHW)") else channels_last,
                                backbone=backbone, **sizes)
             tr = Trainer(cfg)
             tr.model.train()
@@ -191,26 +267,20 @@ def run(*, device: str = "auto", quick: bool = False, methods: Sequence[str] = (
                     step(images)  # also the first warm-up step
                 passes[name] = len(calls)
             trainers[name] = tr
+            layouts[name] = "channels-last" if tr.channels_last else "NCHW"
             fns[name] = (lambda s=step, x=images: s(x))  # type: ignore[misc]
         times = interleaved_times(fns, repeats=repeats, warmup=warmup, device=dev)
-        stats = {name: summarize_times(ts) for name, ts in times.items()}
-        medians = {name: s["median_s"] for name, s in stats.items()}
-        rows = compute_table(medians, passes)
-        for row in rows:
-            row["IQR ms"] = 1000.0 * stats[row["variant"]]["iqr_s"]
-        result["tables"] = {"Median step time (round-robin)": rows}
-        result["medians_s"] = medians
-        result["encoder_passes"] = passes
-        for method in methods:
-            key = f"{method} guided reuse"
-            if key in medians and f"{method} symmetric" in medians:
-                r = medians[key] / medians[f"{method} symmetric"]
-                result[f"{method}_reuse_over_symmetric"] = r
-                result[f"{method}_reuse_meets_target_1.05"] = r <= TARGET_REUSE_RATIO
-            key = f"{method} guided fresh"
-            if key in medians and f"{method} symmetric" in medians:
-                result[f"{method}_fresh_over_symmetric"] = medians[key] / medians[f"{method} symmetric"]
         result["raw"] = times
+        result["encoder_passes"] = passes
+        result["memory_formats"] = layouts
+        result["tables"] = {}
+        tabulate(result)
+        lo = loss_only_times(sizes["batch_size"], sizes["proj_dim"], dev, repeats=max(5, 4 * repeats))
+        sym_step = result["medians_s"].get(f"{methods[0]} symmetric", float("nan"))
+        result["tables"]["Stop-gradient loss alone (forward + backward), batch x proj_dim"] = [
+            {"policy": k, "median ms": 1000 * v, "share of a symmetric step": v / sym_step} for k, v in lo.items()]
+        result["guided_loss_extra_ms"] = 1000 * (lo["guided"] - lo["symmetric"])
+        result["guided_loss_extra_share_of_step"] = (lo["guided"] - lo["symmetric"]) / sym_step
         if profile:
             name = next(n for n in fns if "guided reuse" in n)
             result["tables"][f"Profile of one step: {name} (top ops by self time)"] = profile_step(fns[name], dev)

@@ -59,7 +59,12 @@ Views = tuple[Tensor, Tensor]
 
 def negative_cosine(p: Tensor, z: Tensor) -> Tensor:
     """Per-sample D(p, z) = -(p/‖p‖)·(z/‖z‖), shape (B,). ``z`` is used as given (detach it yourself)."""
-    return -F.cosine_similarity(p.float(), z.float(), dim=-1, eps=1e-8)
+    p, z = p.float(), z.float()
+    # Scale vectors with entries above 1 down by their largest entry (the cosine does not change): the squared
+    # norm of a float32 vector above ~1e19 overflows to inf, which made the cosine 0 instead of NaN or ±1.
+    p = p / p.detach().abs().amax(dim=-1, keepdim=True).clamp_min(1.0)
+    z = z / z.detach().abs().amax(dim=-1, keepdim=True).clamp_min(1.0)
+    return -F.cosine_similarity(p, z, dim=-1, eps=1e-8)
 
 
 def derangement(n: int, *, generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> Tensor:

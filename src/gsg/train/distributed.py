@@ -39,7 +39,18 @@ def init_from_env(device_kind: str) -> DistInfo:
         backend = "nccl" if device_kind == "cuda" else "gloo"
         if device_kind == "cuda":
             torch.cuda.set_device(local)
-        dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30))
+        timeout = datetime.timedelta(minutes=30)
+        restart = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+        if restart is not None and "MASTER_ADDR" in os.environ:
+            # torchrun keeps one store for every restart round: without a per-round prefix, restarted workers
+            # read the dead workers' gloo addresses (connectFullMesh: "Connection refused").
+            agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+            store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                                  is_master=rank == 0 and not agent_store, timeout=timeout)
+            dist.init_process_group(backend=backend, store=dist.PrefixStore(f"gsg/round_{restart}", store),
+                                    rank=rank, world_size=world, timeout=timeout)
+        else:
+            dist.init_process_group(backend=backend, timeout=timeout)
     return DistInfo(rank=rank, world_size=world, local_rank=local)
 
 

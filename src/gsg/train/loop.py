@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from gsg import __version__
 from gsg.analysis.collapse import center_residual, normalized_std_tensor, rankme
 from gsg.analysis.knn import knn_accuracy
-from gsg.checkpoint import FORMAT_KEY, FORMAT_VERSION, load_checkpoint, save_atomic
+from gsg.checkpoint import FORMAT_KEY, FORMAT_VERSION, check_resumable, load_checkpoint, save_atomic
 from gsg.config import Config
 from gsg.data.datasets import ImageDataset, load_dataset
 from gsg.data.loader import BatchLoader
@@ -127,6 +127,7 @@ class Trainer:
 
         d = cfg.data
         self.train_ds = load_dataset(d.dataset, "pretrain", data_dir=d.data_dir, download=d.download,
+                                     on_bad_file=d.on_bad_file,
                                      image_size=d.image_size, subset=d.subset, seed=cfg.run.seed)
         self.image_size = self.train_ds.image_size
         if self.train_ds.in_memory and d.on_device and self.device.type == "cuda":
@@ -185,9 +186,11 @@ class Trainer:
         self.forward = torch.compile(self.net) if cfg.run.compile else self.net
         self.logger = MetricsLogger(self.out, enabled=self.dist.is_main, tensorboard=cfg.run.tensorboard)
         self._knn_data: tuple[ImageDataset, ImageDataset] | None = None
+        self._rollbacks = 0
 
     # ---------------------------------------------------------------- checkpoints
-    def checkpoint_dict(self) -> dict[str, Any]:
+    def checkpoint_dict(self, rng_states: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        rng_states = rng_states or [rng.capture(self.aug_gen)]
         return {
             FORMAT_KEY: FORMAT_VERSION,
             "gsg_version": __version__,
@@ -202,21 +205,35 @@ class Trainer:
                 "scaler": self.scaler.state_dict(),
                 "epoch": self.state.epoch, "step": self.state.step,
                 "batch_in_epoch": self.state.batch_in_epoch, "lr_scale": self.state.lr_scale,
-                "rng": rng.capture(self.aug_gen), "world_size": self.dist.world_size,
+                "rng": rng_states[0], "rng_per_rank": rng_states, "world_size": self.dist.world_size,
             },
             "metrics": {"history": self.state.history},
         }
 
     def save(self) -> None:
+        states: list[Any] = [rng.capture(self.aug_gen)]
+        if self.dist.enabled:  # every rank's RNG, so that each resumes its own augmentation and pairing stream
+            states = [None] * self.dist.world_size
+            torch.distributed.all_gather_object(states, rng.capture(self.aug_gen))
         if self.dist.is_main:
-            save_atomic(self.checkpoint_dict(), self.ckpt_path)
+            save_atomic(self.checkpoint_dict(states), self.ckpt_path)
         barrier(self.dist)
+
+    def _stop_requested(self, signals: _Signals) -> bool:
+        """A signal seen by any rank stops every rank after the same step (else ranks disagree on collectives)."""
+        stop = signals.received is not None
+        if self.dist.enabled:
+            flag = torch.tensor(float(stop), device=self.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            stop = bool(flag.item())
+        return stop
 
     def _resume(self) -> None:
         if not self.ckpt_path.is_file():
             raise CheckpointError(f"--resume: no checkpoint at {self.ckpt_path}; start without --resume or point "
                                   "--out at the run to continue")
         ckpt = load_checkpoint(self.ckpt_path, map_location="cpu")
+        check_resumable(ckpt, self.ckpt_path)
         self._check_compatible(ckpt)
         try:
             self.model.load_state_dict(ckpt["model"], strict=True)
@@ -227,7 +244,9 @@ class Trainer:
         self.scaler.load_state_dict(ts["scaler"])
         self.state = TrainState(epoch=ts["epoch"], step=ts["step"], batch_in_epoch=ts["batch_in_epoch"],
                                 lr_scale=ts["lr_scale"], history=list(ckpt["metrics"]["history"]))
-        rng.restore(ts["rng"], self.aug_gen)
+        per_rank = ts.get("rng_per_rank")
+        same_world = isinstance(per_rank, list) and len(per_rank) == self.dist.world_size
+        rng.restore(per_rank[self.dist.rank] if same_world else ts["rng"], self.aug_gen)
         log.info("resumed from %s at epoch %d, step %d", self.ckpt_path, self.state.epoch, self.state.step)
 
     def _check_compatible(self, ckpt: dict[str, Any]) -> None:
@@ -292,6 +311,7 @@ class Trainer:
         case_sum = torch.zeros(4, device=self.device)
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
         t0 = time.perf_counter()
+        lr = self.optimizer.param_groups[0]["lr"]
         bar = _progress(self.steps_per_epoch, start, f"epoch {epoch + 1}/{cfg.optim.epochs}",
                         enabled=cfg.run.progress and self.dist.is_main)
         for i, (images, _labels, _idx) in enumerate(self.loader.iterate(start), start=start):
@@ -323,7 +343,8 @@ class Trainer:
             n += 1
             self.state.step += 1
             self.state.batch_in_epoch = i + 1
-            if self.state.step % cfg.run.log_every == 0 or signals.received is not None:
+            stop = self._stop_requested(signals)
+            if self.state.step % cfg.run.log_every == 0 or stop:
                 self._check_finite(first_bad)
                 self.logger.log("step", self.state.step, {"epoch": epoch, "loss": float(loss.detach()), "lr": lr,
                                                           "ema_momentum": momentum, "z_std": float(stats["z_std"])})
@@ -331,16 +352,18 @@ class Trainer:
                 bar.update(1)
                 if self.state.step % 10 == 0:
                     bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
-            if signals.received is not None:
+            if stop and self.state.batch_in_epoch < self.steps_per_epoch:  # else: the epoch ends normally
                 if bar is not None:
                     bar.close()
                 self._check_finite(first_bad)
+                self._check_weights_finite()
                 self.save()
-                raise Interrupted(f"stopped by signal {signals.received} at epoch {epoch + 1}, step "
+                raise Interrupted(f"stopped by signal {signals.received or 15} at epoch {epoch + 1}, step "
                                   f"{self.state.step}; checkpoint saved to {self.ckpt_path}; continue with --resume")
         if bar is not None:
             bar.close()
         self._check_finite(first_bad)
+        self._check_weights_finite()
         n = max(n, 1)
         loss_mean = float(all_reduce_mean(loss_sum / n, self.dist))
         result = {"epoch": epoch + 1, "loss": loss_mean, "z_std": float(zstd_sum) / n,
@@ -363,14 +386,34 @@ class Trainer:
                                                                   strict=True)})
         return result
 
+    def _kept(self) -> str:
+        kept = (f"the last good checkpoint {self.ckpt_path} (epoch {self._saved_epoch()}) is kept"
+                if self.ckpt_path.is_file() else "no checkpoint had been written yet")
+        if self.cfg.run.on_nonfinite == "rollback" and self._rollbacks:
+            return (f"{kept}, after {self._rollbacks} rollbacks to it with the lr scaled down to "
+                    f"{self.state.lr_scale:g}. Lower --lr or check the data.")
+        return f"{kept}. Lower --lr, check the data, or set run.on_nonfinite = 'rollback'."
+
     def _check_finite(self, first_bad: Tensor) -> None:
         bad_step = int(first_bad)
         if bad_step >= 0:
-            kept = (f"the last good checkpoint {self.ckpt_path} (epoch {self._saved_epoch()}) is kept"
-                    if self.ckpt_path.is_file() else "no checkpoint had been written yet")
             raise TrainingDiverged(
                 f"the loss became NaN or infinite at step {bad_step + 1} (epoch {self.state.epoch + 1}); training "
-                f"stopped and {kept}. Lower --lr, check the data, or set run.on_nonfinite = 'rollback'.")
+                f"stopped and {self._kept()}")
+
+    def _check_weights_finite(self) -> None:
+        """Weights, BatchNorm statistics and momentum can overflow while the loss still looks finite."""
+        named = [(k, v) for k, v in self.model.state_dict().items() if v.is_floating_point()]
+        named += [(f"momentum of {n}", self.optimizer.state[p]["momentum_buffer"])
+                  for n, p in self.model.named_parameters()
+                  if self.optimizer.state.get(p, {}).get("momentum_buffer") is not None]
+        ok = torch.stack([torch.isfinite(v).all() for _, v in named]).tolist()
+        bad = [k for (k, _), good in zip(named, ok, strict=True) if not good]
+        if bad:
+            more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+            raise TrainingDiverged(
+                f"the model's {', '.join(bad[:3])}{more} became NaN or infinite by step {self.state.step} (epoch "
+                f"{self.state.epoch + 1}); training stopped and {self._kept()}")
 
     def _saved_epoch(self) -> int | str:
         try:
@@ -410,15 +453,15 @@ class Trainer:
     # ---------------------------------------------------------------- driver
     def fit(self) -> dict[str, Any]:
         cfg = self.cfg
-        rollbacks = 0
+        self._rollbacks = 0
         with _Signals() as signals:
             while self.state.epoch < cfg.optim.epochs:
                 try:
                     metrics = self.train_epoch(signals)
                 except TrainingDiverged:
-                    if cfg.run.on_nonfinite != "rollback" or not self.ckpt_path.is_file() or rollbacks >= 3:
+                    if cfg.run.on_nonfinite != "rollback" or not self.ckpt_path.is_file() or self._rollbacks >= 3:
                         raise
-                    rollbacks += 1
+                    self._rollbacks += 1
                     self._rollback()
                     continue
                 self.state.epoch += 1
@@ -432,8 +475,13 @@ class Trainer:
                 self.logger.log("epoch", self.state.step, metrics)
                 if self.dist.is_main:
                     log.info("epoch %d: %s", self.state.epoch, _fmt(metrics))
-                if self.state.epoch % cfg.run.checkpoint_every == 0 or last:
+                stop = self._stop_requested(signals)
+                if self.state.epoch % cfg.run.checkpoint_every == 0 or last or stop:
                     self.save()
+                if stop and not last:
+                    raise Interrupted(f"stopped by signal {signals.received or 15} after epoch {self.state.epoch}, "
+                                      f"step {self.state.step}; checkpoint saved to {self.ckpt_path}; continue with "
+                                      "--resume")
         self.logger.close()
         return {"checkpoint": str(self.ckpt_path), "epochs": self.state.epoch, "steps": self.state.step,
                 "history": self.state.history, **(self.state.history[-1] if self.state.history else {})}
