@@ -137,3 +137,12 @@ def test_plot_command_draws_runs_and_prints_a_table(synthetic_checkpoint: Path, 
     out = capsys.readouterr().out
     assert png.read_bytes()[:4] == b"\x89PNG" and "| mine | 1 |" in out
     assert main(["plot", str(tmp_path / "nope"), "--out", str(png)]) == 2
+
+
+def test_bench_command_runs_quick_and_rejects_unknown_options(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "knn.json"
+    assert main(["bench", "knn", "--quick", "--out", str(out)]) == 0
+    assert "identical" in capsys.readouterr().out and json.loads(out.read_text())
+    assert main(["bench", "knn", "--quick", "--set", "nope=1"]) == 2
+    assert "unknown option 'nope'" in capsys.readouterr().err

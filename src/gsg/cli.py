@@ -182,6 +182,16 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--title", default="")
     pl.add_argument("--table", action="store_true", help="also print a Markdown table of the metrics per run")
 
+    bn = sub.add_parser("bench", help="benchmarks that compare side by side and print ratios (docs/performance.md)",
+                        allow_abbrev=False)
+    bn.set_defaults(_parser=bn, func=cmd_bench)
+    bn.add_argument("name", choices=["steps", "datapath", "knn", "accuracy", "epoch"])
+    bn.add_argument("--device", default="auto")
+    bn.add_argument("--quick", action="store_true", help="tiny sizes (seconds), to check the benchmark runs")
+    bn.add_argument("--out", type=Path, help="also write the result as JSON")
+    bn.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
+                    help="a keyword option of the benchmark's run(), e.g. --set batch_size=256 (JSON values)")
+
     sim = sub.add_parser("simulate", help="linear learning dynamics of Tian et al. (plots + JSON)", allow_abbrev=False)
     sim.set_defaults(_parser=sim, func=cmd_simulate)
     sim.add_argument("experiment", choices=[*_simulation_experiments(), "all"])
@@ -369,6 +379,33 @@ def cmd_plot(args: argparse.Namespace) -> int:
                     cells = [f"{rec[m]:.3g}" if isinstance(rec.get(m), float) else str(rec.get(m, "-"))
                              for m in args.metrics]
                     print(f"| {label} | {rec['epoch']} | " + " | ".join(cells) + " |")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import inspect
+
+    from gsg.bench import BENCHES, format_report
+
+    run = BENCHES[args.name]
+    valid = set(inspect.signature(run).parameters)
+    options: dict[str, Any] = {"device": args.device, "quick": args.quick}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or key not in valid:
+            close = difflib.get_close_matches(key, sorted(valid), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise GsgError(f"gsg bench {args.name}: unknown option {key!r}{hint}; options: {', '.join(sorted(valid))}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    result = run(**options)
+    print(format_report(args.name, result))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2, default=str))
+        print(f"result: {args.out}")
     return 0
 
 
