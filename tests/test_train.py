@@ -39,10 +39,12 @@ def test_every_combination_trains(make_config, method: str, policy: str, pred: s
         assert bool(after["predictor.corr_initialized"])
         assert 0.0 < result["pred_alignment"] <= 1.0 + 1e-6
         assert not torch.equal(after["predictor.weight"], torch.eye(after["predictor.weight"].shape[0]))
+    assert result["z_alignment"] >= 0 and result["z_uniformity"] <= 0 and result["z_rankme"] >= 1
     if policy == "symmetric":
-        assert "case_11_21" not in result
+        assert "case_11_21" not in result and "gsg_margin_mean" not in result
     else:
         shares = [result[f"case_{c}"] for c in ("11_21", "11_22", "12_21", "12_22")]
+        assert result["gsg_margin_mean"] >= 0
         assert sum(shares) == pytest.approx(1.0)
     ckpt = load_checkpoint(Path(cfg.run.out) / "checkpoint.pt")
     assert ckpt["train_state"]["step"] == 2

@@ -20,7 +20,14 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from gsg import __version__
-from gsg.analysis.collapse import center_residual, normalized_std_tensor, rankme
+from gsg.analysis.collapse import (
+    alignment,
+    center_residual,
+    gsg_case_stats,
+    normalized_std_tensor,
+    rankme,
+    uniformity,
+)
 from gsg.analysis.knn import knn_accuracy
 from gsg.checkpoint import FORMAT_KEY, FORMAT_VERSION, check_resumable, load_checkpoint, save_atomic
 from gsg.config import Config
@@ -42,6 +49,7 @@ from gsg.train.optim import build_optimizer, effective_lr, lr_factor, set_lr
 log = logging.getLogger("gsg.train")
 CHECKPOINT_NAME = "checkpoint.pt"
 ALIGNMENT_TOP = 10  # eigenvectors of F over which a linear predictor's alignment is averaged
+UNIFORMITY_MAX = 4096  # pairwise uniformity is O(N^2): cap the rows
 
 
 @dataclass
@@ -291,8 +299,10 @@ class Trainer:
             res = policy_loss(cfg.stop_gradient, p1=(p[0], p[1]), t1=(t[0], t[1]), partner=partner,
                               generator=self.aug_gen)  # type: ignore[arg-type]
         z0 = out.z[0].detach().float()
-        stats = {"z_std": normalized_std_tensor(z0), "z": z0,
+        stats = {"z_std": normalized_std_tensor(z0), "z": z0, "z1": out.z[1].detach().float(),
                  "z_online": torch.cat([z0, out.z[1].detach().float()])}
+        if res.distances is not None:
+            stats["distances"], stats["cases"] = res.distances, res.cases
         if res.cases is not None:
             stats["case_share"] = torch.bincount(res.cases, minlength=4).float() / b
         return res.loss, stats
@@ -308,6 +318,7 @@ class Trainer:
         n = 0
         last_z: Tensor | None = None
         last_z_online: Tensor | None = None
+        last_stats: dict[str, Tensor] = {}
         case_sum = torch.zeros(4, device=self.device)
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
         t0 = time.perf_counter()
@@ -337,7 +348,7 @@ class Trainer:
                                     first_bad)
             loss_sum += torch.nan_to_num(loss.detach(), nan=0.0)
             zstd_sum += stats["z_std"]
-            last_z, last_z_online = stats["z"], stats["z_online"]
+            last_z, last_z_online, last_stats = stats["z"], stats["z_online"], stats
             if "case_share" in stats:
                 case_sum += stats["case_share"]
             n += 1
@@ -380,6 +391,12 @@ class Trainer:
         if last_z is not None:  # dimensional collapse, which std(z/|z|) misses under a BatchNorm output
             result["z_rankme"] = rankme(last_z)
             result["z_center_ratio"] = center_residual(last_z)["m_o"]
+            # Wang & Isola on the last batch: views of one image close (alignment), images spread (uniformity).
+            result["z_alignment"] = alignment(last_z, last_stats["z1"])
+            result["z_uniformity"] = uniformity(last_z[:UNIFORMITY_MAX])
+            if "distances" in last_stats:  # how decisive GSG's choice was on the last batch
+                margins = gsg_case_stats(last_stats["cases"], last_stats["distances"])
+                result["gsg_margin_mean"] = margins["margin_mean"]
         if self.cfg.ssl.stop_gradient != "symmetric":
             shares = (case_sum / n).tolist()
             result.update({f"case_{name}": s for name, s in zip(("11_21", "11_22", "12_21", "12_22"), shares,
