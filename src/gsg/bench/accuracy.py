@@ -198,7 +198,7 @@ def run(*, dataset: str = "fashion-mnist", data_dir: str | None = None, seeds: i
         epochs: int = 8, equal_time_epochs: int | None = None, width: float = 0.25, batch_size: int = 128,
         lr: float | None = None, schedule: str = "cosine", proj_dim: int = 512, pred_hidden: int = 128,
         image_size: int | None = None, method: str = "simsiam", stop_gradient: str = "guided",
-        knn_train_subset: int | None = 5000, knn_test_subset: int | None = 2000, device: str = "cpu",
+        knn_train_subset: int | None = 5000, knn_test_subset: int | None = 2000, device: str = "auto",
         out_dir: str | None = None, warmup: bool = True, fresh_cost: float | None = None,
         quick: bool = False) -> dict[str, Any]:
     """Pretrain reuse / fresh (and reuse with more epochs) for ``seeds`` seeds; compare kNN at equal cost.

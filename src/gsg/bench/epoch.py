@@ -20,6 +20,7 @@ reported but not counted; the number is the median of the remaining ``epochs``.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import statistics
 import tempfile
@@ -40,6 +41,8 @@ from gsg.config import Config, load_config
 from gsg.data.datasets import CIFAR10_CLASSES, IMAGENET_MEAN, IMAGENET_STD, TensorImageDataset
 from gsg.ssl.stopgrad import derangement, policy_loss
 from gsg.train import loop
+
+log = logging.getLogger("gsg.bench")
 
 TARGET_S_PER_EPOCH_H100 = 5.0  # the issue's target for CIFAR-10 ResNet-18 SimSiam+GSG on one H100
 
@@ -167,7 +170,8 @@ def run(*, device: str = "auto", quick: bool = False, n_images: int = 50000, bat
 
     ``dataset=None``: ``n_images`` random CIFAR-shaped tensors; a name (e.g. "cifar10") loads real data.
     ``limit_batches``: time only that many steps per epoch; seconds per epoch are then extrapolated to the
-    full epoch (reported as such). ``quick``: two steps of each path with a tiny model at 16 px on the CPU-sized
+    full epoch (reported as such); on a CPU without ``quick`` it defaults to 3 steps, since a full-width epoch
+    takes hours there. ``quick``: two steps of each path with a tiny model at 16 px on the CPU-sized
     settings, compile off (what the test suite runs). ``baseline_views``: "fresh" = four crops per image, as
     the GSG authors' code; "reuse" = two. ``baseline_workers``: DataLoader workers (None: the usable cores).
     """
@@ -178,6 +182,11 @@ def run(*, device: str = "auto", quick: bool = False, n_images: int = 50000, bat
         width, proj_dim, pred_hidden, image_size, compile = 0.125, 32, 16, 16, False
         limit_batches, baseline_epochs, baseline_warmup_batches = 2, 1, 1
         baseline_workers = 0 if baseline_workers is None else baseline_workers
+    if dev.type == "cpu" and not quick and limit_batches is None:
+        # A full-width ResNet-18 epoch of 50k images takes hours on a CPU: time a few steps and extrapolate.
+        log.warning("gsg bench epoch on a CPU: timing 3 steps per epoch and extrapolating (use a GPU for the "
+                    "real number)")
+        limit_batches = 3
     workers = usable_cores() if baseline_workers is None else baseline_workers
     options = {"device": str(dev), "quick": quick, "dataset": dataset or f"random CIFAR-shaped x{n_images}",
                "batch_size": batch_size, "epochs": epochs, "warmup_epochs": warmup_epochs, "width": width,

@@ -100,7 +100,7 @@ def compare(xtr: Tensor, ytr: Tensor, xte: Tensor, num_classes: int, k: int, tem
             "disagreements": explain_disagreements(xtr, ytr, xte, diff, k, num_classes, temperature)}
 
 
-def run(*, device: str = "cpu", quick: bool = False, n_train: int = 50000, n_test: int = 10000, dim: int = 512,
+def run(*, device: str = "auto", quick: bool = False, n_train: int = 50000, n_test: int = 10000, dim: int = 512,
         num_classes: int = 10, k: int = 200, temperature: float = 0.1, repeats: int = 3,
         seed: int = 0) -> dict[str, Any]:
     """Time and predictions of gsg's kNN vs scikit-learn's on an n_train x n_test x dim problem."""

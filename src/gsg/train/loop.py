@@ -164,8 +164,8 @@ class Trainer:
 
         self.model: Siamese = build_model(cfg.model, cfg.ssl.method, in_channels=self.train_ds.channels,
                                           image_size=self.image_size).to(self.device)
-        # channels-last is faster for convolutions on CUDA (tensor cores) and on CPU (oneDNN): 1.9x per step
-        # for the quickstart model on 2 cores (docs/performance.md).
+        # channels-last is faster for convolutions on CUDA (tensor cores) and on CPU (oneDNN): 1.22-1.31x per
+        # training step on 2 CPU cores (`gsg bench steps --set compare_layout=true`, docs/performance.md).
         self.channels_last = cfg.run.channels_last if cfg.run.channels_last is not None else True
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -304,7 +304,8 @@ class Trainer:
         if res.distances is not None:
             stats["distances"], stats["cases"] = res.distances, res.cases
         if res.cases is not None:
-            stats["case_share"] = torch.bincount(res.cases, minlength=4).float() / b
+            # a comparison, not bincount: bincount reads its size back to the host (a sync per step on CUDA)
+            stats["case_share"] = (res.cases[:, None] == torch.arange(4, device=res.cases.device)).sum(0).float() / b
         return res.loss, stats
 
     def train_epoch(self, signals: _Signals) -> dict[str, float]:
@@ -344,7 +345,8 @@ class Trainer:
                 observe(stats["z_online"],
                         all_reduce=(lambda x: all_reduce_mean(x, self.dist)) if self.dist.enabled else None)
             bad = ~torch.isfinite(loss.detach())
-            first_bad = torch.where(bad & (first_bad < 0), torch.tensor(self.state.step, device=self.device),
+            first_bad = torch.where(bad & (first_bad < 0), torch.full((), self.state.step, dtype=torch.long,
+                                                                         device=self.device),
                                     first_bad)
             loss_sum += torch.nan_to_num(loss.detach(), nan=0.0)
             zstd_sum += stats["z_std"]
@@ -465,7 +467,9 @@ class Trainer:
         fb, lb = embed(backbone, bank, **kw)
         ft, lt = embed(backbone, test, **kw)
         backbone.train()
-        return knn_accuracy(fb, lb, ft, lt, bank.num_classes, ks=(cfg.run.knn_k, 1), temperature=cfg.run.knn_t)
+        dev = self.device  # the search on the training device: a 10k x 50k search is seconds on a GPU
+        return knn_accuracy(fb.to(dev), lb.to(dev), ft.to(dev), lt.to(dev), bank.num_classes, ks=(cfg.run.knn_k, 1),
+                            temperature=cfg.run.knn_t)
 
     # ---------------------------------------------------------------- driver
     def fit(self) -> dict[str, Any]:
