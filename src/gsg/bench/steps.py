@@ -25,7 +25,6 @@ from torch import Tensor
 
 from gsg.bench.report import finish, interleaved_times, machine_info, ratios, resolve_device, summarize_times
 from gsg.config import Config, load_config
-from gsg.ssl.ema import momentum_at
 from gsg.ssl.stopgrad import derangement, policy_loss
 from gsg.train.loop import Trainer
 
@@ -78,19 +77,9 @@ def train_step(trainer: Trainer) -> Callable[[Tensor], Tensor]:
     BYOL's momentum schedule moves the same way. A test checks that it leaves the weights bit-identical to
     ``Trainer.fit`` on the same batch.
     """
-    cfg = trainer.cfg
 
     def step(images: Tensor) -> Tensor:
-        loss, stats = trainer.views_and_loss(images)
-        trainer.optimizer.zero_grad(set_to_none=True)
-        trainer.scaler.scale(loss).backward()
-        trainer.scaler.step(trainer.optimizer)
-        trainer.scaler.update()
-        momentum = momentum_at(trainer.state.step, trainer.total_steps, cfg.ssl.ema_momentum, cfg.ssl.ema_schedule)
-        trainer.model.update_target(momentum)
-        observe = getattr(trainer.model.predictor, "observe", None)
-        if observe is not None:
-            observe(stats["z_online"])
+        loss, _stats, _momentum = trainer.train_step(images)  # exactly the training loop's step
         trainer.state.step += 1
         return loss.detach()
 

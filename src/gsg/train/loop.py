@@ -308,6 +308,26 @@ class Trainer:
             stats["case_share"] = (res.cases[:, None] == torch.arange(4, device=res.cases.device)).sum(0).float() / b
         return res.loss, stats
 
+    def train_step(self, images: Tensor) -> tuple[Tensor, dict[str, Tensor], float]:
+        """One optimisation step on a batch: loss, backward, SGD, target EMA, DirectPred statistics.
+
+        Returns (loss, stats, EMA momentum). Does not advance ``state.step``: the caller does.
+        """
+        cfg = self.cfg
+        loss, stats = self.views_and_loss(images)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        momentum = momentum_at(self.state.step, self.total_steps, cfg.ssl.ema_momentum, cfg.ssl.ema_schedule)
+        self.model.update_target(momentum)
+        observe = getattr(self.model.predictor, "observe", None)
+        if observe is not None:  # DirectPred/DirectCopy: set W_p from this step's online projections,
+            # after backward, since the forward's graph still holds the old W_p.
+            observe(stats["z_online"],
+                    all_reduce=(lambda x: all_reduce_mean(x, self.dist)) if self.dist.enabled else None)
+        return loss, stats, momentum
+
     def train_epoch(self, signals: _Signals) -> dict[str, float]:
         cfg = self.cfg
         epoch = self.state.epoch
@@ -332,18 +352,7 @@ class Trainer:
             factor = lr_factor(self.state.step, self.total_steps, cfg.optim.warmup_epochs * self.steps_per_epoch,
                                cfg.optim.schedule)
             lr = set_lr(self.optimizer, self.base_lr * self.state.lr_scale, factor)
-            loss, stats = self.views_and_loss(images)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            momentum = momentum_at(self.state.step, self.total_steps, cfg.ssl.ema_momentum, cfg.ssl.ema_schedule)
-            self.model.update_target(momentum)
-            observe = getattr(self.model.predictor, "observe", None)
-            if observe is not None:  # DirectPred/DirectCopy: set W_p from this step's online projections,
-                # after backward, since the forward's graph still holds the old W_p.
-                observe(stats["z_online"],
-                        all_reduce=(lambda x: all_reduce_mean(x, self.dist)) if self.dist.enabled else None)
+            loss, stats, momentum = self.train_step(images)
             bad = ~torch.isfinite(loss.detach())
             first_bad = torch.where(bad & (first_bad < 0), torch.full((), self.state.step, dtype=torch.long,
                                                                          device=self.device),
