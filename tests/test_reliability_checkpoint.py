@@ -101,7 +101,8 @@ def _craft(kind: str, path: Path, marker: Path) -> str:
 @pytest.mark.parametrize("kind", ["os.system", "builtins.exec", "legacy"])
 def test_checkpoint_that_runs_code_is_refused_and_runs_nothing(tmp_path: Path, kind: str,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
-    # Control: the crafted file really runs code when unpickled the unsafe way.
+    # Control: the crafted file really runs code when unpickled the unsafe way. This is the only unsafe load in
+    # the project, on purpose and on a file the test made: its payload only creates a marker in tmp_path.
     control, control_marker = tmp_path / "control.pt", tmp_path / "control-marker"
     _craft(kind, control, control_marker)
     loaded = torch.load(control, weights_only=False)

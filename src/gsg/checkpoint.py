@@ -227,8 +227,8 @@ def _fsync_dir(directory: Path) -> None:
 def content_digest(obj: Any) -> str:
     """SHA-256 of a checkpoint's contents: every tensor's dtype, shape and bytes, and every plain value.
 
-    Independent of dict order and of the device tensors live on, so that it is the same before
-    ``torch.save`` and after ``torch.load(map_location=...)``.
+    Independent of dict order and of the device tensors live on, so that it is the same when written and
+    when read back (with ``weights_only=True``) onto another device.
     """
     h = hashlib.sha256()
     _feed(h, obj)

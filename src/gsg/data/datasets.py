@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import logging
 import math
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +65,7 @@ STL10_CLASSES = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monk
 # ------------------------------------------------------------------------------------------ dataset types
 
 
-class ImageDataset:
+class ImageDataset(ABC):
     """Images as uint8 (C, S, S) squares with int64 labels (-1 where unlabelled), plus normalisation stats."""
 
     name: str
@@ -79,13 +80,13 @@ class ImageDataset:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    @abstractmethod
     def get(self, indices: torch.Tensor) -> torch.Tensor:
         """uint8 (B, C, S, S) images at the given indices, on the dataset's device."""
-        raise NotImplementedError
 
+    @abstractmethod
     def take(self, indices: torch.Tensor) -> ImageDataset:
         """A new dataset of the given items, in that order."""
-        raise NotImplementedError
 
     @property
     def num_classes(self) -> int:

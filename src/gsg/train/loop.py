@@ -299,8 +299,7 @@ class Trainer:
             res = policy_loss(cfg.stop_gradient, p1=(p[0], p[1]), t1=(t[0], t[1]), partner=partner,
                               generator=self.aug_gen)  # type: ignore[arg-type]
         z0 = out.z[0].detach().float()
-        stats = {"z_std": normalized_std_tensor(z0), "z": z0, "z1": out.z[1].detach().float(),
-                 "z_online": torch.cat([z0, out.z[1].detach().float()])}
+        stats = {"z_std": normalized_std_tensor(z0), "z": z0, "z1": out.z[1].detach().float()}
         if res.distances is not None:
             stats["distances"], stats["cases"] = res.distances, res.cases
         if res.cases is not None:
@@ -324,7 +323,7 @@ class Trainer:
         observe = getattr(self.model.predictor, "observe", None)
         if observe is not None:  # DirectPred/DirectCopy: set W_p from this step's online projections,
             # after backward, since the forward's graph still holds the old W_p.
-            observe(stats["z_online"],
+            observe(torch.cat([stats["z"], stats["z1"]]),  # both views' online projections
                     all_reduce=(lambda x: all_reduce_mean(x, self.dist)) if self.dist.enabled else None)
         return loss, stats, momentum
 
@@ -338,7 +337,6 @@ class Trainer:
         zstd_sum = torch.zeros((), device=self.device)
         n = 0
         last_z: Tensor | None = None
-        last_z_online: Tensor | None = None
         last_stats: dict[str, Tensor] = {}
         case_sum = torch.zeros(4, device=self.device)
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
@@ -359,7 +357,7 @@ class Trainer:
                                     first_bad)
             loss_sum += torch.nan_to_num(loss.detach(), nan=0.0)
             zstd_sum += stats["z_std"]
-            last_z, last_z_online, last_stats = stats["z"], stats["z_online"], stats
+            last_z, last_stats = stats["z"], stats
             if "case_share" in stats:
                 case_sum += stats["case_share"]
             n += 1
@@ -393,11 +391,11 @@ class Trainer:
         pred = self.model.predictor
         if isinstance(pred, DirectPredictor):  # W_p is built from F̂'s eigenvectors: 1 when freq = 1
             result["pred_alignment"] = pred.alignment()
-        elif isinstance(pred, nn.Linear) and last_z_online is not None:
+        elif isinstance(pred, nn.Linear) and last_z is not None:
             # Tian et al.'s observation: an SGD-trained linear W_p aligns with the correlation F of its inputs.
             # One batch's F has rank <= 2B, so the mean is over its top eigenvectors, where the signal is.
             w = pred.weight.detach().float()
-            result["pred_alignment"] = eigenspace_alignment(w, batch_correlation(last_z_online),
+            result["pred_alignment"] = eigenspace_alignment(w, batch_correlation(torch.cat([last_z, last_stats["z1"]])),
                                                             top=min(ALIGNMENT_TOP, w.shape[0]))
         if last_z is not None:  # dimensional collapse, which std(z/|z|) misses under a BatchNorm output
             result["z_rankme"] = rankme(last_z)
