@@ -13,7 +13,7 @@ import torchvision
 
 from gsg.checkpoint import file_sha256, save_atomic
 from gsg.errors import ConfigError
-from gsg.eval.export import export_backbone, export_detectron2, export_torchvision
+from gsg.eval.export import export_backbone, export_detectron2, export_torchvision, torchvision_resnet
 from gsg.models.backbones import Backbone
 
 
@@ -74,6 +74,32 @@ def test_cifar_stem_export_loads_into_modified_torchvision_model(tmp_path: Path)
         torch.testing.assert_close(model.eval()(x), net(x), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize(("arch", "width", "in_channels", "cifar_stem", "size"), [
+    ("resnet18", 0.25, 1, True, 28),  # the quickstart's backbone
+    ("resnet50", 0.5, 3, False, 64),
+])
+def test_non_standard_backbone_loads_into_a_torchvision_resnet_built_from_the_side_file(
+        tmp_path: Path, arch: str, width: float, in_channels: int, cifar_stem: bool, size: int) -> None:
+    ckpt, net = make_checkpoint(tmp_path, arch, width=width, in_channels=in_channels, cifar_stem=cifar_stem)
+    out = export_torchvision(ckpt, tmp_path / "w.pth")
+    build = json.loads((tmp_path / "w.pth.json").read_text())["build"]
+    assert build == {"arch": arch, "width": width, "in_channels": in_channels, "cifar_stem": cifar_stem}
+    model = torchvision_resnet(**build)
+    assert type(model) is torchvision.models.ResNet  # torchvision's class and forward, not gsg's subclass
+    model.load_state_dict(torch.load(out, weights_only=True), strict=True)
+    assert model.conv1.out_channels == round(64 * width) and model.conv1.in_channels == in_channels
+    model.fc = torch.nn.Identity()
+    x = torch.randn(2, in_channels, size, size, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), net(x), rtol=0, atol=0)
+
+
+def test_torchvision_resnet_is_torchvisions_model_for_the_standard_shape() -> None:
+    a, b = torchvision_resnet("resnet50"), torchvision.models.resnet50()
+    assert {k: v.shape for k, v in a.state_dict().items()} == {k: v.shape for k, v in b.state_dict().items()}
+    assert isinstance(a.maxpool, torch.nn.MaxPool2d) and a.conv1.kernel_size == (7, 7)
+
+
 def test_detectron2_export_key_names_and_shapes(tmp_path: Path) -> None:
     ckpt, net = make_checkpoint(tmp_path, "resnet50")
     out = export_detectron2(ckpt, tmp_path / "r50.pkl")
@@ -98,8 +124,9 @@ def test_detectron2_export_key_names_and_shapes(tmp_path: Path) -> None:
 
 def test_export_refusals(tmp_path: Path) -> None:
     ckpt, _ = make_checkpoint(tmp_path, width=0.5)
-    with pytest.raises(ConfigError, match="width"):
-        export_torchvision(ckpt, tmp_path / "x.pth")
+    with pytest.raises(ConfigError, match="width 0.5.*torchvision_resnet"):
+        export_detectron2(ckpt, tmp_path / "x.pkl")
+    assert not (tmp_path / "x.pkl").exists()
     ckpt, _ = make_checkpoint(tmp_path, cifar_stem=True)
     with pytest.raises(ConfigError, match="CIFAR stem"):
         export_detectron2(ckpt, tmp_path / "x.pkl")

@@ -125,18 +125,89 @@ def test_table1_end_to_end_skips_finished_runs_and_resumes_an_interrupted_one(
     again = reproduce("table1", scale="cpu", out=out, base_overrides=TINY)
     assert again["variants"]["byol_gsg"]["metrics"] == res["variants"]["byol_gsg"]["metrics"]
 
-    # t-SNE uses the same runs as Table 1: with the same --out only the panels are computed
-    tsne = reproduce("tsne", scale="cpu", out=out, base_overrides=TINY)
-    panels = out / "tsne_panels.png"
+    # t-SNE uses the same runs as Table 1: given Table 1's runs directory only the panels are computed, and
+    # its report goes to its own --out (Table 1's results.md stays)
+    tout = tmp_path / "tsne"
+    table1_md = (out / "results.md").read_text()
+    tsne = reproduce("tsne", scale="cpu", out=tout, runs_dir=runs, base_overrides=TINY)
+    panels = tout / "tsne_panels.png"
     assert panels.read_bytes()[:8] == PNG_MAGIC and str(panels) in tsne["plots"]
-    assert sorted(p.name for p in (out / "tsne").glob("*.png")) == [
+    assert sorted(p.name for p in (tout / "tsne").glob("*.png")) == [
         "byol-s0.png", "byol_gsg-s0.png", "simsiam-s0.png", "simsiam_gsg-s0.png"]
-    assert "| (b) | SimSiam w/ GSG | tsne/simsiam_gsg-s0.png |" in (out / "results.md").read_text()
+    assert "| (b) | SimSiam w/ GSG | tsne/simsiam_gsg-s0.png |" in (tout / "results.md").read_text()
+    assert (out / "results.md").read_text() == table1_md and not (out / "tsne").exists()
+    assert f"--runs {runs}" in tsne["command"] and not list(runs.glob("*/lock"))
 
     # a finished run made with another config is not silently reused
     other = {**TINY, "optim": {**TINY["optim"], "epochs": 3}}
     with pytest.raises(ConfigError, match=r"optim\.epochs"):
         reproduce("table1", scale="cpu", out=out, base_overrides=other)
+
+
+def test_experiments_sharing_a_runs_directory_train_their_common_runs_once(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    plans = {e: {p.run.name: p for p in plan_runs(get_experiment(e, "cpu"), 1, tmp_path / e, runs_dir=runs)}
+             for e in ("table1", "fig4", "table4", "directpred", "tsne", "fig5")}
+    same = [("fig4", "simsiam_gsg", "simsiam_gsg"), ("tsne", "byol", "byol"),
+            ("table4", "simsiam_gsg_b128", "simsiam_gsg"), ("table4", "byol_gsg_b128", "byol_gsg"),
+            ("directpred", "byol_mlp", "byol"), ("directpred", "byol_gsg_mlp", "byol_gsg")]
+    for exp, name, t1 in same:
+        a, b = plans[exp][name], plans["table1"][t1]
+        assert a.dir == b.dir == runs / f"{t1}-s0"
+        assert runner._config_diffs(b.config.to_dict(), a.config.to_dict()) == []
+        assert a.run.label != b.run.label or exp in ("fig4", "tsne")  # each report keeps its own row names
+    # what differs trains apart: Table 4's other batches, DirectPred's own predictors, Fig. 5's runs
+    dirs = [p.dir for e in plans.values() for p in e.values()]
+    assert len(set(dirs)) == 20
+    assert plans["table4"]["byol_gsg_b64"].config.optim.batch_size == 64
+    assert plans["directpred"]["byol_directpred"].config.model.directpred_rho == 0.3
+
+
+def _fake_record(order: list[str]) -> Any:
+    def run(exp: Any, plan: Any, **kwargs: Any) -> dict[str, Any]:
+        assert (plan.dir / "lock").is_file()  # trained under its lock
+        order.append(plan.key)
+        return {"key": plan.key, "name": "from another experiment", "label": "x", "group": "x"}
+    return run
+
+
+def test_run_all_puts_off_a_run_another_process_is_training(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    exp = get_experiment("table1", "cpu")
+    plans = plan_runs(exp, 1, tmp_path, base_overrides=TINY)
+    first = plans[0].dir / "lock"
+    first.parent.mkdir(parents=True)
+    import os
+    first.write_text(json.dumps({"pid": os.getppid(), "host": os.uname().nodename}))  # alive: our parent
+    order: list[str] = []
+    monkeypatch.setattr(runner, "_run_one_locked", _fake_record(order))
+    slept: list[float] = []
+
+    def other_process_finishes(seconds: float) -> None:
+        slept.append(seconds)
+        first.unlink()
+
+    monkeypatch.setattr(runner.time, "sleep", other_process_finishes)
+    records = runner.run_all(exp, plans, linear=None, tsne=None, out=tmp_path)
+    assert order == ["simsiam_gsg-s0", "byol-s0", "byol_gsg-s0", "simsiam-s0"]  # put off, then done
+    assert len(slept) == 1  # waited only when nothing else was left
+    assert [r["key"] for r in records] == [p.key for p in plans]  # plan order
+    assert [r["name"] for r in records] == [r.name for r in exp.runs]  # this experiment's names
+    assert not list(tmp_path.glob("runs/*/lock"))
+
+
+def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    (run_dir / "lock").write_text(json.dumps({"pid": int(dead.stdout), "host": os.uname().nodename}))
+    lock = runner._acquire_lock(run_dir, "r", wait=False)
+    assert lock is not None and json.loads(lock.read_text())["pid"] == os.getpid()
+    assert runner._acquire_lock(run_dir, "r", wait=False) is None  # now held by a live process: us
 
 
 def test_mean_std_over_two_seeds_and_the_table_built_from_given_numbers() -> None:

@@ -168,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--scale", choices=["cpu", "full"], default="cpu")
     rp.add_argument("--seeds", type=int)
     rp.add_argument("--out", type=Path)
+    rp.add_argument("--runs", type=Path, metavar="DIR",
+                    help="directory of the runs (default OUT/runs); give several experiments the same one and "
+                         "the runs they share (e.g. Table 1's in Fig. 4, t-SNE, Table 4) are trained once")
     rp.add_argument("--device", default="auto")
     rp.add_argument("--dry-run", action="store_true", help="print the commands of every run without training")
     rp.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -340,7 +343,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     overrides = _set_overrides(args.set)
     try:
         r = reproduce(args.experiment, scale=args.scale, seeds=args.seeds, out=args.out, device=args.device,
-                      dry_run=args.dry_run, base_overrides=overrides or None)
+                      dry_run=args.dry_run, base_overrides=overrides or None, runs_dir=args.runs)
     except Interrupted as exc:
         print(f"gsg: {exc}; run the same gsg reproduce command again to continue", file=sys.stderr)
         return 130
@@ -440,7 +443,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     from gsg.eval.export import export_backbone
 
     path = export_backbone(args.checkpoint, args.out, format=args.format, target=args.target)
-    print(f"{args.format} backbone: {path}")
+    print(f"{args.format} backbone: {path} (settings: {path}.json)")
+    if args.format == "torchvision":
+        build = json.loads(path.with_name(path.name + ".json").read_text())["build"]
+        standard = build["width"] == 1.0 and build["in_channels"] == 3 and not build["cifar_stem"]
+        model = (f"torchvision.models.{build['arch']}()" if standard else
+                 "gsg.eval.export.torchvision_resnet(" + ", ".join(f"{k}={v!r}" for k, v in build.items()) + ")")
+        print(f"load it with: m = {model}; m.load_state_dict(torch.load({str(path)!r}, weights_only=True))")
     return 0
 
 

@@ -7,16 +7,16 @@ Two formats:
   ``fc.bias`` (1000), both **zero**: torchvision's ``resnetXX()`` has a 1000-class ``fc``, so including
   one lets ``load_state_dict(strict=True)`` succeed, and zeros make it impossible to mistake for a trained
   classifier (every downstream use replaces it). Loads with ``torch.load(weights_only=True)``.
-  A CIFAR-stem backbone (3×3 stride-1 ``conv1``, no max-pool) or one with 1 input channel keeps its own
-  ``conv1``; build the model to match before loading::
+  A width-1, ImageNet-stem, RGB backbone loads into ``torchvision.models.resnetXX()`` as it is. Any other
+  backbone (CIFAR stem: 3×3 stride-1 ``conv1`` and no max-pool; 1 input channel; a width multiplier such as
+  the quickstart's ¼) loads into the torchvision ``ResNet`` that :func:`torchvision_resnet` builds from the
+  side file, with torchvision's own classes and ``_make_layer``::
 
-      m = torchvision.models.resnet18()
-      m.conv1 = torch.nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)   # CIFAR stem
-      m.maxpool = torch.nn.Identity()
-      m.load_state_dict(torch.load("backbone.pth", weights_only=True))
+      m = torchvision_resnet(**json.load(open("backbone.pth.json"))["build"])
+      m.load_state_dict(torch.load("backbone.pth", weights_only=True))   # strict
 
-  A JSON side file (``<out>.json``) records arch, stem, input channels, normalisation and the source
-  checkpoint's SHA-256.
+  A JSON side file (``<out>.json``) records arch, width, stem, input channels, normalisation, the build
+  arguments and the source checkpoint's SHA-256.
 - ``detectron2`` (``.pkl``): ``pickle`` of ``{"model": {name: numpy array}, "__author__": "gsg",
   "matching_heuristics": True}``, the format Detectron2's ``DetectionCheckpointer`` reads for non-Detectron2
   weights (MoCo's and ssl-transfer's conversion scripts write the same). Names are renamed to
@@ -26,7 +26,8 @@ Two formats:
   use them). Detectron2's ResNet has only the ImageNet stem and 3 input channels, so CIFAR-stem and
   1-channel backbones are refused.
 
-Only width-1 backbones exist as torchvision / Detectron2 ResNets; other widths are refused.
+Detectron2's ResNet has only widths with 64 stem channels (R18/R34 must keep ``RES2_OUT_CHANNELS`` 64), so
+the Detectron2 format refuses other widths.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch import Tensor
+import torchvision
+from torch import Tensor, nn
 
 from gsg.checkpoint import backbone_from_checkpoint, file_sha256, load_checkpoint
 from gsg.errors import CheckpointError, ConfigError
@@ -49,15 +51,48 @@ FORMATS = ("torchvision", "detectron2")
 TORCHVISION_FC_CLASSES = 1000
 
 
+_TV_BLOCKS = {"resnet18": ("BasicBlock", [2, 2, 2, 2]), "resnet34": ("BasicBlock", [3, 4, 6, 3]),
+              "resnet50": ("Bottleneck", [3, 4, 6, 3])}
+
+
+def torchvision_resnet(arch: str = "resnet18", width: float = 1.0, in_channels: int = 3, cifar_stem: bool = False,
+                       num_classes: int = TORCHVISION_FC_CLASSES) -> torchvision.models.ResNet:
+    """A ``torchvision.models.ResNet`` shaped like a gsg backbone, for loading a torchvision export.
+
+    Width 1, ImageNet stem, 3 channels: exactly ``torchvision.models.resnetXX(num_classes=...)``. Otherwise the
+    stem and stages are rebuilt with torchvision's blocks and ``ResNet._make_layer`` at the scaled widths
+    (64·w, 128·w, 256·w, 512·w, as :class:`gsg.models.backbones.Backbone`), so the module tree, key names and
+    forward are torchvision's."""
+    if arch not in _TV_BLOCKS:
+        raise ConfigError(f"unknown backbone {arch!r}; choose one of {', '.join(_TV_BLOCKS)}")
+    if width <= 0 or in_channels < 1:
+        raise ConfigError(f"width must be positive and in_channels at least 1, got {width} and {in_channels}")
+    block_name, layers = _TV_BLOCKS[arch]
+    block = getattr(torchvision.models.resnet, block_name)
+    m = getattr(torchvision.models, arch)(num_classes=num_classes)
+    if width == 1.0 and in_channels == 3 and not cifar_stem:
+        return m
+    widths = [max(1, round(c * width)) for c in (64, 128, 256, 512)]
+    if cifar_stem:
+        m.conv1 = nn.Conv2d(in_channels, widths[0], 3, stride=1, padding=1, bias=False)
+        m.maxpool = nn.Identity()
+    else:
+        m.conv1 = nn.Conv2d(in_channels, widths[0], 7, stride=2, padding=3, bias=False)
+    m.bn1 = nn.BatchNorm2d(widths[0])
+    m.inplanes = widths[0]  # _make_layer reads and advances it, as in ResNet.__init__
+    m.layer1 = m._make_layer(block, widths[0], layers[0])
+    m.layer2 = m._make_layer(block, widths[1], layers[1], stride=2)
+    m.layer3 = m._make_layer(block, widths[2], layers[2], stride=2)
+    m.layer4 = m._make_layer(block, widths[3], layers[3], stride=2)
+    m.fc = nn.Linear(widths[3] * block.expansion, num_classes)
+    return m
+
+
 def torchvision_state_dict(ckpt: dict[str, Any], *, target: bool = False) -> dict[str, Tensor]:
-    """The backbone of a loaded checkpoint as a torchvision ResNet state dict, with a zero 1000-class fc."""
-    spec = ckpt["backbone"]
-    if float(spec["width"]) != 1.0:
-        raise ConfigError(
-            f"this checkpoint's backbone has width {spec['width']}; only width-1 ResNets exist in "
-            "torchvision and Detectron2. Export a model pretrained with width 1, or load the gsg checkpoint "
-            "with gsg.checkpoint.load_backbone instead"
-        )
+    """The backbone of a loaded checkpoint as a torchvision ResNet state dict, with a zero 1000-class fc.
+
+    It loads with ``strict=True`` into :func:`torchvision_resnet` called with the checkpoint's arch, width,
+    input channels and stem (for width 1, ImageNet stem and RGB: into ``torchvision.models.resnetXX()``)."""
     net = backbone_from_checkpoint(ckpt, target=target)
     state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items() if not k.startswith("fc.")}
     state["fc.weight"] = torch.zeros(TORCHVISION_FC_CLASSES, net.out_dim)
@@ -96,6 +131,10 @@ def export_detectron2(ckpt_path: str | os.PathLike[str], out: str | os.PathLike[
     """Write the backbone as a Detectron2 ``.pkl`` (``MODEL.WEIGHTS``) (+ ``<out>.json``); returns ``out``."""
     ckpt = load_checkpoint(ckpt_path)
     spec = ckpt["backbone"]
+    if float(spec["width"]) != 1.0:
+        raise ConfigError(f"this backbone has width {spec['width']}; Detectron2's ResNets have width 1 only "
+                          "(64 stem channels). Export it with format 'torchvision' and load it with "
+                          "gsg.eval.export.torchvision_resnet, or pretrain with model.width=1")
     if spec["cifar_stem"]:
         raise ConfigError("this backbone has the CIFAR stem (3x3 conv1, no max-pool), which Detectron2's "
                           "ResNet cannot build; export it with format 'torchvision' instead")
@@ -128,8 +167,12 @@ def _write_sidecar(out: Path, ckpt: dict[str, Any], ckpt_path: str | os.PathLike
     meta = {
         "format": fmt,
         "arch": spec["arch"],
+        "width": float(spec["width"]),
         "cifar_stem": bool(spec["cifar_stem"]),
         "in_channels": int(spec["in_channels"]),
+        # keyword arguments of gsg.eval.export.torchvision_resnet, the model this state dict loads into
+        "build": {"arch": spec["arch"], "width": float(spec["width"]), "in_channels": int(spec["in_channels"]),
+                  "cifar_stem": bool(spec["cifar_stem"])},
         "image_size": spec.get("image_size"),
         "mean": list(map(float, data.get("mean", []))),
         "std": list(map(float, data.get("std", []))),

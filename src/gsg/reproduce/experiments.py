@@ -5,7 +5,7 @@ Nothing here trains; :mod:`gsg.reproduce.runner` executes these definitions and 
 renders them. Two scales:
 
 ``cpu``
-    Fashion-MNIST (read offline from Debian's ``dataset-fashion-mnist``), a 1000-image training subset, a
+    Fashion-MNIST (read offline from Debian's ``dataset-fashion-mnist``), a 1024-image training subset, a
     CIFAR-stem ResNet-18 of width 0.25 at 28 px, batch 128, lr 0.06 constant (the paper's CIFAR-10 setting),
     one seed. Each experiment is sized to finish within 60 minutes on 2 CPU cores (:func:`estimate_seconds`).
 ``full``
@@ -38,6 +38,13 @@ class RunDef:
     label: str  # the paper's name for it (table row, legend entry)
     group: str  # plot panel / table block
     overrides: Overrides  # applied on top of the experiment's base
+    # Directory name when the run is the same training as another experiment's (Table 4's default batch is
+    # Table 1's GSG run): with a shared --runs directory it is trained once. Empty: the name.
+    dir_name: str = ""
+
+    @property
+    def key_name(self) -> str:
+        return self.dir_name or self.name
 
 
 @dataclass(frozen=True)
@@ -161,15 +168,24 @@ TIAN_CIFAR10: dict[str, tuple[float, float]] = {"linear": (84.49, 0.20), "direct
 # ------------------------------------------------------------------------------------------ scales
 
 # CPU scale: the brief's small model on Fashion-MNIST. The projector keeps the CIFAR layout (2 layers) at
-# width 512, the predictor a 4× bottleneck (512 → 128 → 512) as SimSiam's 2048 → 512 → 2048.
+# width 512, the predictor a 4× bottleneck (512 → 128 → 512) as SimSiam's 2048 → 512 → 2048. Every cpu
+# experiment shares this base, so that the runs they have in common (Table 1's four algorithms are Fig. 4's
+# symmetric and guided runs, the t-SNE panels, Table 4's default batch and the MLP-predictor rows of
+# DirectPred) are one training each when the experiments share a --runs directory.
+# lr = 0.12 × b/256 (linear scaling: 0.06 at b=128, the paper's CIFAR-10 lr); 1024 images so that every
+# Table 4 batch size divides the subset and each run sees every image each epoch. 50 epochs (400 steps at
+# b=128): all six experiments (20 distinct runs) fit in about 80 minutes on one 2-core machine
+# (docs/experiments/reproduce_cpu.sh).
+CPU_EPOCHS = 50
 CPU_BASE: Overrides = {
-    "data": {"dataset": "fashion-mnist", "subset": 1000},
+    "data": {"dataset": "fashion-mnist", "subset": 1024},
     "model": {"backbone": "resnet18", "width": 0.25, "proj_dim": 512, "pred_hidden": 128},
     # The cifar10 preset's BYOL target: a constant 0.99 momentum, as the GSG authors' code.
     "ssl": {"ema_momentum": 0.99, "ema_schedule": "constant", "views": "reuse"},
-    "optim": {"batch_size": 128, "lr": 0.06, "schedule": "constant", "weight_decay": 5e-4},
-    "run": {"knn_every": 1, "knn_train_subset": 2000, "knn_test_subset": 1000, "progress": False,
-            "checkpoint_every": 5},
+    "optim": {"epochs": CPU_EPOCHS, "batch_size": 128, "lr": None, "base_lr": 0.12, "schedule": "constant",
+              "weight_decay": 5e-4},
+    "run": {"knn_every": 2, "knn_train_subset": 2000, "knn_test_subset": 1000, "progress": False,
+            "checkpoint_every": 4},
 }
 CPU_LINEAR = LinearDef(mode="features", epochs=90, train_subset=10000)
 # The panel titles' kNN uses the full training set as bank, as `gsg tsne` does, so the commands match exactly.
@@ -232,9 +248,7 @@ def _table1(scale: str) -> Experiment:
                               "evals": ("knn", "linear"), "knn_metric": "knn_k1", "chance": 10.0,
                               "claims": gsg_better, "paper": {"table1": PAPER_TABLE1}}
     if scale == "cpu":
-        # kNN every 2 epochs: the table reports the last epoch; the curve is secondary here (not so in Fig. 4/5).
-        base = _merge(CPU_BASE, {"optim": {"epochs": 40}, "run": {"knn_every": 2}})
-        return Experiment(**common, preset=None, base=base, default_seeds=1, dataset_label=CPU_DATASET,
+        return Experiment(**common, preset=None, base=CPU_BASE, default_seeds=1, dataset_label=CPU_DATASET,
                           linear=CPU_LINEAR,
                           notes=CPU_NOTES)
     return Experiment(**common, preset="cifar10", base={"optim": {"epochs": 200}}, default_seeds=3,
@@ -263,9 +277,9 @@ def _fig4(scale: str) -> Experiment:
                               "knn_metric": "knn_k1", "chance": 10.0, "claims": tuple(claims),
                               "paper": {"fig4": PAPER_FIG4}, "default_seeds": 1}
     if scale == "cpu":
-        return Experiment(**common, preset=None, base=_merge(CPU_BASE, {"optim": {"epochs": 18}}),
-                          dataset_label=CPU_DATASET,
-                          notes=(*CPU_NOTES, "Fig. 4 at cpu scale: 8 runs of 18 epochs each, to fit 60 minutes."))
+        return Experiment(**common, preset=None, base=CPU_BASE, dataset_label=CPU_DATASET,
+                          notes=(*CPU_NOTES, f"Fig. 4 at cpu scale: 8 runs of {CPU_EPOCHS} epochs, kNN every 2 "
+                                 "epochs; the symmetric and guided runs are Table 1's."))
     return Experiment(**common, preset="cifar10", base={"optim": {"epochs": 200}}, dataset_label=CIFAR_DATASET,
                       notes=(*FULL_NOTES, "Fig. 4 at full scale reproduces the CIFAR-10 panels (c) and (d)."))
 
@@ -286,10 +300,10 @@ def _fig5(scale: str) -> Experiment:
                               "knn_metric": "knn_k1", "chance": 10.0, "claims": claims,
                               "paper": {"fig5": PAPER_FIG5}, "default_seeds": 1}
     if scale == "cpu":
-        return Experiment(**common, preset=None, base=_merge(CPU_BASE, {"optim": {"epochs": 40}}),
-                          dataset_label=CPU_DATASET,
-                          notes=(*CPU_NOTES, "Fig. 5 at cpu scale: 40 epochs (the paper runs CIFAR-10 for 400 "
-                                 "epochs to confirm complete collapse; collapse may not be complete this early). "
+        return Experiment(**common, preset=None, base=CPU_BASE, dataset_label=CPU_DATASET,
+                          notes=(*CPU_NOTES, f"Fig. 5 at cpu scale: {CPU_EPOCHS} epochs (the paper runs CIFAR-10 "
+                                 "for 400 epochs to confirm complete collapse; collapse may not be complete this "
+                                 "early). "
                                  "std(z/|z|)·√d is plotted too: 0 means complete collapse."))
     return Experiment(**common, preset="cifar10", base={"optim": {"epochs": 400}}, dataset_label=CIFAR_DATASET,
                       notes=(*FULL_NOTES, "Fig. 5 at full scale: CIFAR-10 for 400 epochs, as the paper (panels (c), "
@@ -304,7 +318,8 @@ TABLE4_PAPER_B = {256: 1024, 128: 512, 64: 256, 1024: 1024, 512: 512}
 def _table4(scale: str) -> Experiment:
     runs = tuple(
         RunDef(f"{m}_gsg_b{b}", f"{NAMES[m]} w/ GSG, b={b}", f"{NAMES[m]} w/ GSG",
-               _sg(m, "guided", optim={"batch_size": b}))
+               _sg(m, "guided", optim={"batch_size": b}),
+               dir_name=f"{m}_gsg" if scale == "cpu" and b == CPU_BASE["optim"]["batch_size"] else "")
         for m in ("simsiam", "byol") for b in TABLE4_BATCHES[scale])
     claims = tuple(
         Claim(f"{NAMES[m]} w/ GSG holds its linear accuracy across batch sizes (range within 2 points; paper: "
@@ -316,16 +331,14 @@ def _table4(scale: str) -> Experiment:
                               "evals": ("knn", "linear"), "claims": claims, "default_seeds": 1,
                               "paper": {"table4": PAPER_TABLE4, "table4_contrastive": PAPER_TABLE4_CONTRASTIVE}}
     if scale == "cpu":
-        # lr scales linearly with the batch, as the paper's ImageNet recipe (0.05 × b/256): 0.06 at b=128.
-        # 1024 images make every batch size divide the subset, so each run sees the same images per epoch.
-        base = _merge(CPU_BASE, {"data": {"subset": 1024}, "optim": {"epochs": 25, "lr": None, "base_lr": 0.12},
-                                 "run": {"knn_every": 2}})
-        return Experiment(**common, preset=None, base=base, knn_metric="knn_k1", chance=10.0,
+        # CPU_BASE already scales lr linearly with the batch and uses 1024 images (every batch size divides them).
+        return Experiment(**common, preset=None, base=CPU_BASE, knn_metric="knn_k1", chance=10.0,
                           dataset_label=CPU_DATASET, linear=CPU_LINEAR,
                           notes=(*CPU_NOTES, "Table 4 at cpu scale: batch sizes 256 / 128 / 64 stand for the paper's "
                                  "1024 / 512 / 256 (the same ratios around the default batch); lr = 0.12 × b/256 "
                                  "(linear scaling, 0.06 at b=128, as the paper's 0.05 × b/256 on ImageNet); a "
-                                 "1024-image subset so that every batch size sees every image each epoch."))
+                                 "1024-image subset so that every batch size sees every image each epoch. The b=128 "
+                                 "runs are Table 1's GSG runs."))
     return Experiment(**common, preset="imagenet", base={"optim": {"epochs": 100}}, knn_metric="knn_k200",
                       chance=0.1, dataset_label=IMAGENET_DATASET, linear=FULL_LINEAR,
                       notes=(*FULL_NOTES, "Table 4 is an ImageNet experiment in the paper, so its full scale uses "
@@ -352,11 +365,13 @@ PREDICTOR_LABEL = {"mlp": "2-layer MLP predictor", "linear": "linear predictor (
 
 
 def _directpred(scale: str) -> Experiment:
+    # DirectPred's settings only on its own runs: the MLP rows are then exactly Table 1's BYOL runs (dir_name).
+    dp = {"directpred_rho": 0.3, "directpred_eps": 0.1, "directpred_freq": 1}
     runs = tuple(
         RunDef(f"byol{SG_SUFFIX[sg]}_{p}", f"BYOL{SG_LABEL[sg]}, {PREDICTOR_LABEL[p]}",
                "BYOL (symmetric)" if sg == "symmetric" else "BYOL w/ GSG",
-               _sg("byol", sg, model={"predictor": p, "directpred_rho": 0.3, "directpred_eps": 0.1,
-                                      "directpred_freq": 1}))
+               _sg("byol", sg, model={"predictor": p, **(dp if p == "directpred" else {})}),
+               dir_name=f"byol{SG_SUFFIX[sg]}" if p == "mlp" else "")
         for sg in ("symmetric", "guided") for p in ("mlp", "linear", "directpred"))
     claims = (Claim("DirectPred > SGD-trained linear predictor (Tian et al. Tables 3, 6, 8)", "greater",
                     "byol_directpred", "byol_linear", metric="linear"),
@@ -376,8 +391,7 @@ def _directpred(scale: str) -> Experiment:
             "Our runs keep the GSG paper's CIFAR-10 optimisation (lr 0.06 constant, wd 5e-4, EMA 0.99 "
             "constant), not Tian et al.'s (lr 0.03, wd 4e-4, EMA 0.996).")
     if scale == "cpu":
-        base = _merge(CPU_BASE, {"optim": {"epochs": 25}, "run": {"knn_every": 2}})
-        return Experiment(**common, preset=None, base=base, dataset_label=CPU_DATASET, linear=CPU_LINEAR,
+        return Experiment(**common, preset=None, base=CPU_BASE, dataset_label=CPU_DATASET, linear=CPU_LINEAR,
                           notes=(*CPU_NOTES, tian))
     return Experiment(**common, preset="cifar10", base={"optim": {"epochs": 100}}, dataset_label=CIFAR_DATASET,
                       linear=FULL_LINEAR,
@@ -410,17 +424,17 @@ def run_overrides(exp: Experiment, run: RunDef) -> Overrides:
 
 # ------------------------------------------------------------------------------------------ cost model
 
-# Seconds on 2 CPU cores for the cpu-scale model (ResNet-18 width 0.25, CIFAR stem, 28 px, proj_dim 512),
-# from the project's 2-core machine: an epoch of 1000 Fashion-MNIST images at batch 128 (7 steps, 896 images)
-# takes 8-15 s, so 12 s per 896 images; one online kNN evaluation (embed 2000 + 1000 images) 3-6 s; start-up
-# (imports, reading the Fashion-MNIST files) about 20 s; the feature-mode linear probe embeds 10000 + 10000
-# images and fits 90 epochs of a 128-d classifier (about 45 s; 3000 + 10000 images took 60 s on one busy
-# core); a t-SNE panel embeds the 60000 training and 10000 test images (kNN in its title) and runs Barnes-Hut
-# on 2000 points (about 100 s). CPU_COST_SLOW is the top of the measured range: every cpu experiment must fit
-# in 60 minutes under it too.
-CPU_COST = {"train_per_image": 12.0 / 896, "knn": 5.0, "checkpoint": 0.3, "startup": 20.0, "linear": 45.0,
+# Seconds of one cpu-scale run (ResNet-18 width 0.25, CIFAR stem, 28 px, proj_dim 512) on the project's 2-core
+# machine, measured with docs/experiments/reproduce_cpu.sh (two reproductions side by side, one thread each,
+# so each run has about one core): an epoch of 1024 Fashion-MNIST images at batch 128 takes 5-8 s; one online
+# kNN evaluation (embed 2000 + 1000 images) 2-4 s; start-up (imports, reading the Fashion-MNIST files) about
+# 20 s; the feature-mode linear probe embeds 10000 + 10000 images and fits 90 epochs of a 128-d classifier
+# (about 45 s); a t-SNE panel embeds the 60000 training and 10000 test images (kNN in its title) and runs
+# Barnes-Hut on 2000 points (about 100 s). CPU_COST_SLOW is the top of the measured range: every cpu experiment
+# must fit in 60 minutes under it too.
+CPU_COST = {"train_per_image": 5.5 / 1024, "knn": 3.0, "checkpoint": 0.3, "startup": 20.0, "linear": 45.0,
             "tsne": 100.0}
-CPU_COST_SLOW = {"train_per_image": 15.0 / 896, "knn": 6.0, "checkpoint": 0.5, "startup": 25.0, "linear": 55.0,
+CPU_COST_SLOW = {"train_per_image": 6.5 / 1024, "knn": 3.5, "checkpoint": 0.5, "startup": 25.0, "linear": 55.0,
                  "tsne": 140.0}
 CPU_BUDGET_S = 3600.0
 
@@ -437,6 +451,6 @@ def estimate_seconds(epochs: int, subset: int, batch_size: int, *, knn_every: in
     return total
 
 
-__all__ = ["CPU_BASE", "CPU_BUDGET_S", "CPU_COST", "CPU_COST_SLOW", "EVALS", "EXPERIMENTS", "PAPER_TABLE1",
-           "PAPER_TABLE4", "SCALES", "TIAN_CIFAR10", "TIAN_STL10", "Claim", "Experiment", "LinearDef", "RunDef",
-           "TsneDef", "estimate_seconds", "get_experiment", "run_overrides"]
+__all__ = ["CPU_BASE", "CPU_BUDGET_S", "CPU_COST", "CPU_COST_SLOW", "CPU_EPOCHS", "EVALS", "EXPERIMENTS",
+           "PAPER_TABLE1", "PAPER_TABLE4", "SCALES", "TIAN_CIFAR10", "TIAN_STL10", "Claim", "Experiment", "LinearDef",
+           "RunDef", "TsneDef", "estimate_seconds", "get_experiment", "run_overrides"]

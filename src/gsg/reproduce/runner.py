@@ -191,16 +191,20 @@ def _check_not_varied(exp: Experiment, cfg_over: Overrides) -> None:
 
 
 def plan_runs(exp: Experiment, seeds: int, out: Path, device: str = "auto",
-              base_overrides: dict[str, Any] | None = None) -> list[PlannedRun]:
-    """Every run × seed of ``exp`` with its resolved config and the commands that reproduce it by hand."""
+              base_overrides: dict[str, Any] | None = None, runs_dir: Path | None = None) -> list[PlannedRun]:
+    """Every run × seed of ``exp`` with its resolved config and the commands that reproduce it by hand.
+
+    ``runs_dir`` (default ``out/runs``) holds one directory per run; experiments given the same one share
+    the runs they have in common (same directory name and config), so those are trained once."""
+    runs_root = out / "runs" if runs_dir is None else Path(runs_dir)
     cfg_over, extra = _split_overrides(base_overrides)
     _check_not_varied(exp, cfg_over)
     linear, tsne = _eval_settings(exp, extra)
     plans: list[PlannedRun] = []
     for run in exp.runs:
         for seed in range(seeds):
-            key = f"{run.name}-s{seed}"
-            rdir = out / "runs" / key
+            key = f"{run.key_name}-s{seed}"
+            rdir = runs_root / key
             dev = {"run": {"device": device}} if device != "auto" else {}
             overrides = _merge(run_overrides(exp, run), cfg_over, dev)
             cfg = load_config(preset=exp.preset, overrides=_merge(overrides, {"run": {"seed": seed,
@@ -212,8 +216,10 @@ def plan_runs(exp: Experiment, seeds: int, out: Path, device: str = "auto",
 
 
 def reproduce_command(experiment: str, scale: str, seeds: int, out: Path, device: str,
-                      base_overrides: dict[str, Any] | None) -> str:
+                      base_overrides: dict[str, Any] | None, runs_dir: Path | None = None) -> str:
     args = ["gsg", "reproduce", experiment, "--scale", scale, "--seeds", str(seeds), "--out", str(out)]
+    if runs_dir is not None:
+        args += ["--runs", str(runs_dir)]
     if device != "auto":
         args += ["--device", device]
     for section, values in (base_overrides or {}).items():
@@ -223,7 +229,8 @@ def reproduce_command(experiment: str, scale: str, seeds: int, out: Path, device
 
 
 def full_scale_launch(experiment: str, nproc: int, *, out: str | os.PathLike[str] | None = None,
-                      seeds: int | None = None, base_overrides: dict[str, Any] | None = None) -> list[str]:
+                      seeds: int | None = None, base_overrides: dict[str, Any] | None = None,
+                      runs_dir: str | os.PathLike[str] | None = None) -> list[str]:
     """The torchrun commands, one per run, that pretrain ``experiment`` at full scale on ``nproc`` GPUs.
 
     Each writes to the directory `gsg reproduce EXPERIMENT --scale full --out OUT` uses, so running that
@@ -234,13 +241,14 @@ def full_scale_launch(experiment: str, nproc: int, *, out: str | os.PathLike[str
         raise ConfigError(f"nproc must be a positive number of processes (GPUs per node), got {nproc!r}")
     exp = get_experiment(experiment, "full")
     out_path = Path(out) if out is not None else default_out(experiment, "full")
+    runs_root = out_path / "runs" if runs_dir is None else Path(runs_dir)
     n = _check_seeds(exp.default_seeds if seeds is None else seeds)
     cfg_over, _ = _split_overrides(base_overrides)
     cmds = []
     for run in exp.runs:
         overrides = _merge(run_overrides(exp, run), cfg_over)
         for seed in range(n):
-            rdir = out_path / "runs" / f"{run.name}-s{seed}"
+            rdir = runs_root / f"{run.key_name}-s{seed}"
             cfg = load_config(preset=exp.preset, overrides=overrides)
             if cfg.optim.batch_size % nproc:
                 raise ConfigError(f"{run.name}: the global batch {cfg.optim.batch_size} does not divide over "
@@ -384,9 +392,111 @@ def _read_done(path: Path) -> dict[str, Any] | None:
     return rec if isinstance(rec, dict) and rec.get("format") == RESULT_FORMAT else None
 
 
+LOCK_NAME = "lock"
+LOCK_POLL_S = 10.0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def _acquire_lock(run_dir: Path, key: str, *, wait: bool = True) -> Path | None:
+    """Take ``run_dir/lock``; while another live process on this host holds it, wait for it (``wait``) or
+    return None at once.
+
+    Two reproductions sharing a ``--runs`` directory (Table 1 and Fig. 4 in parallel, say) would otherwise train
+    the same run twice into one checkpoint. A lock left by a process that died is taken over."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = run_dir / LOCK_NAME
+    host = os.uname().nodename
+    announced = False
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                holder = json.loads(lock.read_text())
+                pid, holder_host = int(holder["pid"]), str(holder["host"])
+            except (OSError, ValueError, KeyError, TypeError):
+                time.sleep(0.5)  # being written this instant, or removed; look again
+                continue
+            if holder_host == host and not _pid_alive(pid):
+                log.warning("%s: taking over the lock of process %d, which is gone", key, pid)
+                lock.unlink(missing_ok=True)
+                continue
+            if not wait:
+                return None
+            if not announced:
+                log.info("%s: process %d on %s is training it; waiting (%s)", key, pid, holder_host, lock)
+                announced = True
+            time.sleep(LOCK_POLL_S)
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump({"pid": os.getpid(), "host": host}, f)
+        return lock
+
+
+def _locked_run(exp: Experiment, plan: PlannedRun, lock: Path, *, linear: LinearDef | None,
+                tsne: TsneDef | None, out: Path) -> dict[str, Any]:
+    try:
+        rec = _run_one_locked(exp, plan, linear=linear, tsne=tsne, out=out)
+    finally:
+        lock.unlink(missing_ok=True)
+    rec.update(name=plan.run.name, label=plan.run.label, group=plan.run.group)
+    return rec
+
+
 def run_one(exp: Experiment, plan: PlannedRun, *, linear: LinearDef | None, tsne: TsneDef | None,
             out: Path) -> dict[str, Any]:
-    """Pretrain (or reuse, or resume) one run and evaluate it; returns its done.json record."""
+    """Pretrain (or reuse, or resume) one run and evaluate it; returns its done.json record.
+
+    Waits while another process holds the run's lock. The record returned carries this experiment's name,
+    label and group for the run, also when the run was trained by another experiment sharing the runs
+    directory."""
+    lock = _acquire_lock(plan.dir, plan.key)
+    assert lock is not None
+    return _locked_run(exp, plan, lock, linear=linear, tsne=tsne, out=out)
+
+
+def run_all(exp: Experiment, plans: Sequence[PlannedRun], *, linear: LinearDef | None, tsne: TsneDef | None,
+            out: Path, on_record: Any = None) -> list[dict[str, Any]]:
+    """Every plan's record, in plan order. A run that another process is training is put off, not waited
+    for: two reproductions on one runs directory share the work instead of one trailing the other."""
+    records: dict[int, dict[str, Any]] = {}
+    pending = list(range(len(plans)))
+    estimates = {p.key: _estimate(exp, p) for p in plans}
+    waiting = False
+    while pending:
+        for i in pending:
+            plan = plans[i]
+            lock = _acquire_lock(plan.dir, plan.key, wait=False)
+            if lock is None:
+                continue
+            est = estimates[plan.key]
+            log.info("run %d/%d: %s%s", i + 1, len(plans), plan.key, f" (about {est / 60:.0f} min on 2 CPU cores)"
+                     if est is not None and exp.scale == "cpu" else "")
+            records[i] = _locked_run(exp, plan, lock, linear=linear, tsne=tsne, out=out)
+            pending.remove(i)
+            waiting = False
+            if on_record is not None:
+                on_record([records[j] for j in sorted(records)])
+            break
+        else:  # every run left is being trained by another process
+            if not waiting:
+                log.info("waiting for other processes training %s", ", ".join(plans[i].key for i in pending))
+                waiting = True
+            time.sleep(LOCK_POLL_S)
+    return [records[i] for i in range(len(plans))]
+
+
+def _run_one_locked(exp: Experiment, plan: PlannedRun, *, linear: LinearDef | None, tsne: TsneDef | None,
+                    out: Path) -> dict[str, Any]:
     done = plan.dir / DONE_NAME
     now_cfg = plan.config.to_dict()
     rec = _read_done(done) if done.is_file() else None
@@ -578,15 +688,17 @@ def setting_notes(exp: Experiment, cfg: Config, linear: LinearDef | None, tsne: 
 
 def reproduce(experiment: str, *, scale: str = "cpu", seeds: int | None = None,
               out: str | os.PathLike[str] | None = None, device: str = "auto", dry_run: bool = False,
-              base_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+              base_overrides: dict[str, Any] | None = None,
+              runs_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Reproduce one table/figure of the paper at ``scale`` ("cpu" or "full"); returns the results dict.
 
     ``seeds``: runs per variant (default: the experiment's, 1 at cpu scale, 3 for Table 1 at full scale).
     ``out``: output directory (default ``runs/reproduce/<experiment>-<scale>``). ``base_overrides``:
     ``{section: {key: value}}`` applied last to every run's config (like ``gsg pretrain --set``), plus an
     optional ``reproduce`` section for the evaluations (linear_epochs, linear_mode, linear_train_subset,
-    tsne_max_points, tsne_train_subset). ``dry_run``: plan and return the commands, train nothing, write
-    nothing.
+    tsne_max_points, tsne_train_subset). ``runs_dir``: where the runs live (default ``out/runs``); give
+    several experiments the same one and the runs they share are trained once. ``dry_run``: plan and return
+    the commands, train nothing, write nothing.
     """
     exp = get_experiment(experiment, scale)
     n_seeds = _check_seeds(exp.default_seeds if seeds is None else seeds)
@@ -597,8 +709,9 @@ def reproduce(experiment: str, *, scale: str = "cpu", seeds: int | None = None,
                           "to evaluate the finished runs and write the report")
     _, extra = _split_overrides(base_overrides)
     linear, tsne = _eval_settings(exp, extra)
-    plans = plan_runs(exp, n_seeds, out_path, device, base_overrides)
-    command = reproduce_command(experiment, scale, n_seeds, out_path, device, base_overrides)
+    runs_path = Path(runs_dir) if runs_dir is not None else None
+    plans = plan_runs(exp, n_seeds, out_path, device, base_overrides, runs_path)
+    command = reproduce_command(experiment, scale, n_seeds, out_path, device, base_overrides, runs_path)
     estimates = {p.key: _estimate(exp, p) for p in plans}
     estimated = sum(v for v in estimates.values() if v is not None) if exp.scale == "cpu" else None
     name = dataset_name(plans[0].config, exp)
@@ -616,23 +729,20 @@ def reproduce(experiment: str, *, scale: str = "cpu", seeds: int | None = None,
                  "status": "done" if (p.dir / DONE_NAME).is_file() else
                  "partial" if (p.dir / CHECKPOINT_NAME).is_file() else "todo"} for p in plans]
         res = {**header, "dry_run": True, "runs": runs, "launch": _launch(experiment, scale, out_path, n_seeds,
-                                                                           base_overrides)}
+                                                                           base_overrides, runs_path)}
         res["commands_md"] = report.commands_markdown(res)
         return res
 
     t0 = time.perf_counter()
     started = datetime.now(UTC).isoformat(timespec="seconds")
-    records: list[dict[str, Any]] = []
-    for i, plan in enumerate(plans, 1):
-        est = estimates[plan.key]
-        log.info("run %d/%d: %s%s", i, len(plans), plan.key, f" (about {est / 60:.0f} min on 2 CPU cores)"
-                 if est is not None and exp.scale == "cpu" else "")
-        records.append(run_one(exp, plan, linear=linear, tsne=tsne, out=out_path))
+    def partial(done: list[dict[str, Any]]) -> None:
         # Partial results after every run: an interrupted reproduction still leaves a readable record.
-        _write_json(out_path / "results.json", _results(exp, header, records, plans, started, t0, complete=False))
+        _write_json(out_path / "results.json", _results(exp, header, done, plans, started, t0, complete=False))
+
+    records = run_all(exp, plans, linear=linear, tsne=tsne, out=out_path, on_record=partial)
     res = _results(exp, header, records, plans, started, t0, complete=True)
     res["plots"] = report.write_plots(res, exp, out_path)
-    res["launch"] = _launch(experiment, scale, out_path, n_seeds, base_overrides)
+    res["launch"] = _launch(experiment, scale, out_path, n_seeds, base_overrides, runs_path)
     res["timing"]["wall_s"] = time.perf_counter() - t0
     _write_json(out_path / "results.json", res)
     _write_text(out_path / "results.md", report.results_markdown(res, exp))
@@ -645,12 +755,14 @@ def reproduce(experiment: str, *, scale: str = "cpu", seeds: int | None = None,
 PAPER_GPUS = 8  # the paper trained on 8 A100s
 
 
-def _launch(experiment: str, scale: str, out: Path, seeds: int, base_overrides: dict[str, Any] | None) -> list[str]:
+def _launch(experiment: str, scale: str, out: Path, seeds: int, base_overrides: dict[str, Any] | None,
+            runs_dir: Path | None = None) -> list[str]:
     """torchrun commands for the report (full scale only; none when the batch does not split over 8 GPUs)."""
     if scale != "full":
         return []
     try:
-        return full_scale_launch(experiment, PAPER_GPUS, out=out, seeds=seeds, base_overrides=base_overrides)
+        return full_scale_launch(experiment, PAPER_GPUS, out=out, seeds=seeds, base_overrides=base_overrides,
+                                 runs_dir=runs_dir)
     except ConfigError:
         return []
 
@@ -693,4 +805,4 @@ def _results(exp: Experiment, header: dict[str, Any], records: list[dict[str, An
 
 
 __all__ = ["PlannedRun", "aggregate", "check_claims", "default_out", "final_knn", "full_scale_launch",
-           "mean_std", "plan_runs", "reproduce", "run_one"]
+           "mean_std", "plan_runs", "reproduce", "run_all", "run_one"]
