@@ -124,7 +124,7 @@ def test_detectron2_export_key_names_and_shapes(tmp_path: Path) -> None:
 
 def test_export_refusals(tmp_path: Path) -> None:
     ckpt, _ = make_checkpoint(tmp_path, width=0.5)
-    with pytest.raises(ConfigError, match="width 0.5.*torchvision_resnet"):
+    with pytest.raises(ConfigError, match=r"width 0\.5.*torchvision_resnet"):
         export_detectron2(ckpt, tmp_path / "x.pkl")
     assert not (tmp_path / "x.pkl").exists()
     ckpt, _ = make_checkpoint(tmp_path, cifar_stem=True)
