@@ -183,17 +183,6 @@ def test_reference_and_batched_pipelines_give_same_shaped_views() -> None:
     assert ref["views"] == 8 and ref["images_per_s"] > 0
 
 
-def test_chunked_augmentation_equals_whole_batch() -> None:
-    from gsg.data.views import BatchAugment, make_recipe
-
-    aug = BatchAugment(make_recipe("cifar", size=16, mean=(0.5,) * 3, std=(0.25,) * 3))
-    images = datapath.random_images(10, 20)
-    params = aug.sample(10, 20, 20, "cpu", torch.Generator().manual_seed(0))
-    whole = aug.apply(images, params)
-    chunked = torch.cat([aug.apply(images[i:i + 4], datapath.slice_params(params, i, i + 4)) for i in (0, 4, 8)])
-    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-5)
-
-
 def test_datapath_reports_throughput_and_share(results: dict[str, dict[str, Any]]) -> None:
     res = results["datapath"]
     pipelines = {(r["recipe"], r["pipeline"]) for r in res["tables"]["Augmentation throughput (two views per image)"]}

@@ -50,6 +50,22 @@ def test_every_combination_trains(make_config, method: str, policy: str, pred: s
     assert ckpt["train_state"]["step"] == 2
 
 
+def test_compile_compiles_the_model_and_the_augmentation_not_the_random_draw(make_config, monkeypatch) -> None:
+    compiled: list[object] = []
+
+    def fake_compile(fn):  # type: ignore[no-untyped-def]
+        compiled.append(fn)
+        return fn
+
+    monkeypatch.setattr(loop_mod.torch, "compile", fake_compile)
+    Trainer(make_config(run={"compile": False}))
+    assert compiled == []
+    trainer = Trainer(make_config(run={"compile": True}))
+    assert compiled[0] is trainer.net
+    assert getattr(compiled[1], "__func__", None) is type(trainer.augment).apply  # the bound apply
+    assert len(compiled) == 2  # sample() is not compiled
+
+
 def test_fresh_views_cost_four_encoder_passes_and_reuse_two(make_config, monkeypatch) -> None:
     calls: list[int] = []
     for views, expected in (("reuse", 2), ("fresh", 4)):

@@ -298,6 +298,23 @@ def test_determinism_and_seed_dependence() -> None:
     assert torch.equal(d, aug(x))
 
 
+@pytest.mark.parametrize("name", ["cifar", "imagenet"])
+def test_cpu_chunks_give_the_whole_batch_views(name: str) -> None:
+    whole = BatchAugment(make_recipe(name, size=16, mean=RGB_MEAN, std=RGB_STD), cpu_chunk=0)
+    chunked = BatchAugment(make_recipe(name, size=16, mean=RGB_MEAN, std=RGB_STD), cpu_chunk=4)
+    x = torch.randint(0, 256, (10, 3, 20, 20), generator=gen(5), dtype=torch.uint8)  # chunks of 4, 4, 2
+    g1, g2 = gen(6), gen(6)
+    ref, got = whole(x, g1), chunked(x, g2)
+    assert got.shape == ref.shape
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-5)  # parameters drawn once for the batch
+    assert torch.equal(g1.get_state(), g2.get_state())  # one draw: the generator advanced the same
+    params = whole.sample(10, 20, 20, "cpu", gen(7))
+    part = params.slice(4, 8)
+    assert torch.equal(part.boxes, params.boxes[4:8]) and torch.equal(part.order, params.order[4:8])
+    with pytest.raises(ConfigError, match="cpu_chunk"):
+        BatchAugment(make_recipe(name, size=16, mean=RGB_MEAN, std=RGB_STD), cpu_chunk=-1)
+
+
 def test_channels_last_input_gives_identical_output() -> None:
     aug = BatchAugment(make_recipe("imagenet", size=16, mean=RGB_MEAN, std=RGB_STD))
     x = torch.randint(0, 256, (6, 3, 24, 20), generator=gen(15), dtype=torch.uint8)

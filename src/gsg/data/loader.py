@@ -139,9 +139,13 @@ class BatchLoader:
 
     def _iterate_memory(self, batches: list[Tensor]) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
         labels_all = self.dataset.labels
-        for idx in batches:
-            images = self.dataset.get(idx).to(self.device, non_blocking=True)
-            labels = labels_all[idx.to(labels_all.device)].to(self.device, non_blocking=True)
+        # The epoch's order goes to the data's device in one copy, not two blocking copies per batch
+        # (a host-device sync per batch when the dataset lives on the GPU).
+        store = labels_all.device
+        on_store = torch.cat(batches).to(store).split([len(b) for b in batches]) if batches else ()
+        for idx, idx_store in zip(batches, on_store, strict=True):
+            images = self.dataset.get(idx_store).to(self.device, non_blocking=True)
+            labels = labels_all[idx_store].to(self.device, non_blocking=True)
             yield images, labels, idx
 
     def _iterate_workers(self, batches: list[Tensor]) -> Iterator[tuple[Tensor, Tensor, Tensor]]:

@@ -134,13 +134,14 @@ def symmetric_loss(p: Views, t: Views) -> Tensor:
 def case_loss(p1: Views, t1: Views, p2: Views, t2: Views, cases: Tensor) -> Tensor:
     """Eq. 6 per pair for the given cases, shape (B,).
 
-    Both candidate terms of each image are computed and the chosen one is taken with ``torch.where``:
-    the unchosen term contributes neither loss nor gradient.
+    The chosen prediction and target of each image are selected first (``torch.where`` on the (B, d) rows),
+    then one cosine per image is computed: the unchosen pair costs no cosine and gets no gradient (half the
+    work of computing both candidate terms and selecting the loss; docs/performance.md, recommendation 5).
     """
-    a = (cases // 2).bool()  # True: view 2 of image 1 gets the predictor
-    b = (cases % 2).bool()  # True: view 2 of image 2 gets the predictor
-    term1 = torch.where(a, negative_cosine(p1[1], t1[0].detach()), negative_cosine(p1[0], t1[1].detach()))
-    term2 = torch.where(b, negative_cosine(p2[1], t2[0].detach()), negative_cosine(p2[0], t2[1].detach()))
+    a = (cases // 2).bool()[:, None]  # True: view 2 of image 1 gets the predictor
+    b = (cases % 2).bool()[:, None]  # True: view 2 of image 2 gets the predictor
+    term1 = negative_cosine(torch.where(a, p1[1], p1[0]), torch.where(a, t1[0], t1[1]).detach())
+    term2 = negative_cosine(torch.where(b, p2[1], p2[0]), torch.where(b, t2[0], t2[1]).detach())
     return 0.5 * term1 + 0.5 * term2
 
 

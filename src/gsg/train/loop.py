@@ -192,6 +192,10 @@ class Trainer:
                 self.net = DistributedDataParallel(self.model)
             self.model = self.net.module  # type: ignore[assignment]
         self.forward = torch.compile(self.net) if cfg.run.compile else self.net
+        if cfg.run.compile:
+            # The augmentation's ~200 elementwise kernels per view fuse (1.78x on the CPU at 32 px,
+            # docs/performance.md section 2); the random draw (`sample`) stays eager, so resume is unchanged.
+            self.augment.apply = torch.compile(self.augment.apply)  # type: ignore[method-assign]
         self.logger = MetricsLogger(self.out, enabled=self.dist.is_main, tensorboard=cfg.run.tensorboard)
         self._knn_data: tuple[ImageDataset, ImageDataset] | None = None
         self._rollbacks = 0
