@@ -7,6 +7,7 @@ width-1/8 ResNet-18, 2 epochs), so they exercise exactly the code path of a real
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from pathlib import Path
 from typing import Any
@@ -177,7 +178,6 @@ def test_run_all_puts_off_a_run_another_process_is_training(tmp_path: Path,
     plans = plan_runs(exp, 1, tmp_path, base_overrides=TINY)
     first = plans[0].dir / "lock"
     first.parent.mkdir(parents=True)
-    import os
     first.write_text(json.dumps({"pid": os.getppid(), "host": os.uname().nodename}))  # alive: our parent
     order: list[str] = []
     monkeypatch.setattr(runner, "_run_one_locked", _fake_record(order))
@@ -197,7 +197,6 @@ def test_run_all_puts_off_a_run_another_process_is_training(tmp_path: Path,
 
 
 def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path: Path) -> None:
-    import os
     import subprocess
     import sys
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
@@ -208,6 +207,31 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path: Path) -> None:
     lock = runner._acquire_lock(run_dir, "r", wait=False)
     assert lock is not None and json.loads(lock.read_text())["pid"] == os.getpid()
     assert runner._acquire_lock(run_dir, "r", wait=False) is None  # now held by a live process: us
+
+
+def test_jobs_share_the_runs_between_processes(tmp_path: Path) -> None:
+    out = tmp_path / "f5"
+    res = reproduce("fig5", scale="cpu", out=out, base_overrides=TINY, jobs=2)
+    assert res["complete"] is True and len(res["runs"]) == 4 and res["jobs"] == 2
+    [helper] = res["helpers"]
+    log_text = Path(helper["log"]).read_text()
+    assert helper["returncode"] == 0, log_text
+    assert "--jobs 2" in res["command"]
+    # the helper planned the same runs with the same configs (a config mismatch would have stopped it)
+    for r in res["runs"]:
+        assert f"{r['key']}: finished earlier, reusing" in log_text or f"{r['key']}: training" in log_text
+    dones = list((out / "runs").glob("*/done.json"))
+    assert len(dones) == 4 and {json.loads(d.read_text())["pid"] for d in dones} <= {helper["pid"], os.getpid()}
+    assert not list((out / "runs").glob("*/lock"))
+    with pytest.raises(ConfigError, match="jobs"):
+        reproduce("fig5", scale="cpu", out=out, base_overrides=TINY, jobs=0)
+
+
+def test_experiment_estimate_is_the_longest_of_greedy_lanes() -> None:
+    assert runner.experiment_estimate([10.0, 10.0, 10.0], 2) == 20.0
+    assert runner.experiment_estimate([30.0, 10.0, 10.0, 10.0], 2) == 30.0
+    assert runner.experiment_estimate([5.0, None], 1) == 5.0
+    assert runner.default_jobs("full") == 1
 
 
 def test_mean_std_over_two_seeds_and_the_table_built_from_given_numbers() -> None:
@@ -247,7 +271,7 @@ def test_dry_run_lists_the_commands_and_trains_nothing(tmp_path: Path, monkeypat
         raise AssertionError("a dry run trained")
 
     monkeypatch.setattr(runner, "pretrain", never)
-    res = reproduce("fig4", scale="cpu", out=tmp_path / "f4", dry_run=True)
+    res = reproduce("fig4", scale="cpu", out=tmp_path / "f4", dry_run=True, jobs=2)
     assert not (tmp_path / "f4").exists()
     assert [r["key"] for r in res["runs"]] == [f"{m}{s}-s0" for m in ("simsiam", "byol")
                                                for s in ("", "_gsg", "_random", "_reverse")]
@@ -278,11 +302,14 @@ def test_every_cpu_experiment_fits_in_an_hour_on_two_cores(tmp_path: Path) -> No
         assert exp.default_seeds == 1
         plans = plan_runs(exp, exp.default_seeds, tmp_path)
         for cost in (CPU_COST, CPU_COST_SLOW):
-            total = sum(estimate_seconds(p.config.optim.epochs, p.config.data.subset or 0, p.config.optim.batch_size,
-                                         knn_every=p.config.run.knn_every,
-                                         checkpoint_every=p.config.run.checkpoint_every, evals=exp.evals, cost=cost)
-                        for p in plans)
+            per_run = [estimate_seconds(p.config.optim.epochs, p.config.data.subset or 0, p.config.optim.batch_size,
+                                        knn_every=p.config.run.knn_every,
+                                        checkpoint_every=p.config.run.checkpoint_every, evals=exp.evals, cost=cost)
+                       for p in plans]
+            # two runs at a time on the 2 cores (the cpu default, --jobs 2): the longer of two greedy lanes
+            total = runner.experiment_estimate(per_run, 2)
             assert total < CPU_BUDGET_S, (name, total)
+            assert total >= sum(per_run) / 2 - 1e-6
         assert all(p.config.data.dataset == "fashion-mnist" and p.config.model.width == 0.25 for p in plans)
 
 

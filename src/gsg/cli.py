@@ -171,6 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--runs", type=Path, metavar="DIR",
                     help="directory of the runs (default OUT/runs); give several experiments the same one and "
                          "the runs they share (e.g. Table 1's in Fig. 4, t-SNE, Table 4) are trained once")
+    rp.add_argument("--jobs", type=int, metavar="N",
+                    help="runs trained at a time, each in its own process with cores/N threads (default: 2 at cpu "
+                         "scale on 2+ cores, 1 at full scale)")
+    rp.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a --jobs helper: train, no report
     rp.add_argument("--device", default="auto")
     rp.add_argument("--dry-run", action="store_true", help="print the commands of every run without training")
     rp.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -343,12 +347,15 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     overrides = _set_overrides(args.set)
     try:
         r = reproduce(args.experiment, scale=args.scale, seeds=args.seeds, out=args.out, device=args.device,
-                      dry_run=args.dry_run, base_overrides=overrides or None, runs_dir=args.runs)
+                      dry_run=args.dry_run, base_overrides=overrides or None, runs_dir=args.runs, jobs=args.jobs,
+                      worker=args.worker)
     except Interrupted as exc:
         print(f"gsg: {exc}; run the same gsg reproduce command again to continue", file=sys.stderr)
         return 130
     if args.dry_run:
         print(r["commands_md"])
+        return 0
+    if args.worker:
         return 0
     out = Path(r.get("out", args.out or "."))
     for name in ("results.md", "results.json", "commands.md"):

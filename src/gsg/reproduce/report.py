@@ -190,7 +190,8 @@ def results_table(res: dict[str, Any]) -> str:
 
 def results_markdown(res: dict[str, Any], exp: Experiment) -> str:
     t = res["timing"]
-    est = f" (estimate for 2 CPU cores: {minutes(t['estimated_s'])})" if t.get("estimated_s") else ""
+    est = (f" (estimate on 2 CPU cores, {res.get('jobs', 1)} run(s) at a time: {minutes(t['estimated_s'])})"
+           if t.get("estimated_s") else "")
     lines = [
         f"# {res['title']}: reproduction at scale `{res['scale']}`",
         "",
@@ -243,13 +244,14 @@ def commands_markdown(res: dict[str, Any]) -> str:
         lines += [f"Total: {minutes(t['wall_s'])} wall-clock for the last invocation, {minutes(t['compute_s'])} "
                   "recorded over all runs.", ""]
     elif res.get("estimated_s"):
-        lines += [f"Estimated: {minutes(res['estimated_s'])} on 2 CPU cores.", ""]
+        lines += [f"Estimated: {minutes(res['estimated_s'])} on 2 CPU cores, {res.get('jobs', 1)} run(s) at a time.",
+                  ""]
     lines += ["Each run by hand (the same config; `--auto-resume` continues an interrupted run). kNN accuracy is "
               "the online monitor's last epoch in the run's `metrics.jsonl` (`knn_k1`, `knn_k200`).", ""]
     for r in res["runs"]:
         timing = (f"pretraining {minutes(r.get('pretrain_s'))}, evaluations {minutes(r.get('evals_s'))}"
                   if r.get("pretrain_s") is not None else
-                  f"estimated {minutes(r['estimated_s'])} on 2 CPU cores" if r.get("estimated_s") else "")
+                  f"estimated {minutes(r['estimated_s'])} on one core" if r.get("estimated_s") else "")
         lines += [f"## {r['key']}: {r.get('label') or ''}" + (f" ({timing})" if timing else ""), "", "```bash",
                   r["command"], *r.get("eval_commands", []), "```", ""]
     if res.get("launch"):

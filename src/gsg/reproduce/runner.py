@@ -20,7 +20,10 @@ import logging
 import math
 import os
 import shlex
+import signal
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -28,6 +31,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import torch
 
 import gsg
 from gsg.checkpoint import load_checkpoint
@@ -216,10 +221,12 @@ def plan_runs(exp: Experiment, seeds: int, out: Path, device: str = "auto",
 
 
 def reproduce_command(experiment: str, scale: str, seeds: int, out: Path, device: str,
-                      base_overrides: dict[str, Any] | None, runs_dir: Path | None = None) -> str:
+                      base_overrides: dict[str, Any] | None, runs_dir: Path | None = None, jobs: int = 1) -> str:
     args = ["gsg", "reproduce", experiment, "--scale", scale, "--seeds", str(seeds), "--out", str(out)]
     if runs_dir is not None:
         args += ["--runs", str(runs_dir)]
+    if jobs != 1:
+        args += ["--jobs", str(jobs)]
     if device != "auto":
         args += ["--device", device]
     for section, values in (base_overrides or {}).items():
@@ -403,7 +410,10 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:  # alive, another user's
         return True
-    return True
+    try:  # a helper that died but is not reaped yet is a zombie: gone, for the lock
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _acquire_lock(run_dir: Path, key: str, *, wait: bool = True) -> Path | None:
@@ -479,7 +489,7 @@ def run_all(exp: Experiment, plans: Sequence[PlannedRun], *, linear: LinearDef |
             if lock is None:
                 continue
             est = estimates[plan.key]
-            log.info("run %d/%d: %s%s", i + 1, len(plans), plan.key, f" (about {est / 60:.0f} min on 2 CPU cores)"
+            log.info("run %d/%d: %s%s", i + 1, len(plans), plan.key, f" (about {est / 60:.0f} min on one core)"
                      if est is not None and exp.scale == "cpu" else "")
             records[i] = _locked_run(exp, plan, lock, linear=linear, tsne=tsne, out=out)
             pending.remove(i)
@@ -521,7 +531,7 @@ def _run_one_locked(exp: Experiment, plan: PlannedRun, *, linear: LinearDef | No
     log.info("%s: %s (%s)", plan.key, f"resuming from epoch {resumed_from}" if resumed_from else "training",
              plan.command)
     rec = {"format": RESULT_FORMAT, "key": plan.key, "name": plan.run.name, "label": plan.run.label,
-           "group": plan.run.group, "seed": plan.seed, "config": now_cfg, "command": plan.command,
+           "group": plan.run.group, "seed": plan.seed, "pid": os.getpid(), "config": now_cfg, "command": plan.command,
            "eval_commands": plan.eval_commands, "checkpoint": str(ckpt), "status": "ok"}
     t0 = time.perf_counter()
     try:
@@ -686,10 +696,55 @@ def setting_notes(exp: Experiment, cfg: Config, linear: LinearDef | None, tsne: 
 # ------------------------------------------------------------------------------------------ entry point
 
 
+def default_jobs(scale: str) -> int:
+    """2 at cpu scale on a machine with 2+ cores (two 1-thread runs beat one 2-thread run of a small model), else
+    1 (full scale: one run at a time uses the GPUs)."""
+    return 2 if scale == "cpu" and (os.cpu_count() or 1) >= 2 else 1
+
+
+def _check_jobs(jobs: Any) -> int:
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ConfigError(f"jobs must be a positive number of runs to train at a time, got {jobs!r}")
+    return jobs
+
+
+def experiment_estimate(run_estimates: Sequence[float | None], jobs: int) -> float:
+    """Wall-clock estimate of runs shared by ``jobs`` processes: greedy in plan order, as :func:`run_all`."""
+    lanes = [0.0] * jobs
+    for est in run_estimates:
+        i = lanes.index(min(lanes))
+        lanes[i] += est or 0.0
+    return max(lanes)
+
+
+def _start_helpers(experiment: str, scale: str, seeds: int, out: Path, device: str,
+                   base_overrides: dict[str, Any] | None, runs_dir: Path, jobs: int) -> list[tuple[Any, Path]]:
+    """jobs - 1 helper processes (``gsg reproduce ... --worker``) that share the runs through their locks."""
+    if jobs <= 1:
+        return []
+    env = dict(os.environ)
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    if "OMP_NUM_THREADS" not in env:  # the user's setting wins
+        env["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+    cmd = [sys.executable, "-m", "gsg", *shlex.split(
+        reproduce_command(experiment, scale, seeds, out, device, base_overrides, runs_dir))[1:], "--worker"]
+    out.mkdir(parents=True, exist_ok=True)
+    helpers = []
+    for i in range(1, jobs):
+        logfile = out / f"helper-{i}.log"
+        with open(logfile, "w") as f:  # the child keeps its own descriptor
+            helpers.append((subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env), logfile))
+        log.info("helper %d: process %d, %d thread(s), log %s", i, helpers[-1][0].pid, int(env["OMP_NUM_THREADS"]),
+                 logfile)
+    return helpers
+
+
 def reproduce(experiment: str, *, scale: str = "cpu", seeds: int | None = None,
               out: str | os.PathLike[str] | None = None, device: str = "auto", dry_run: bool = False,
               base_overrides: dict[str, Any] | None = None,
-              runs_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+              runs_dir: str | os.PathLike[str] | None = None, jobs: int | None = None,
+              worker: bool = False) -> dict[str, Any]:
     """Reproduce one table/figure of the paper at ``scale`` ("cpu" or "full"); returns the results dict.
 
     ``seeds``: runs per variant (default: the experiment's, 1 at cpu scale, 3 for Table 1 at full scale).
@@ -697,7 +752,10 @@ def reproduce(experiment: str, *, scale: str = "cpu", seeds: int | None = None,
     ``{section: {key: value}}`` applied last to every run's config (like ``gsg pretrain --set``), plus an
     optional ``reproduce`` section for the evaluations (linear_epochs, linear_mode, linear_train_subset,
     tsne_max_points, tsne_train_subset). ``runs_dir``: where the runs live (default ``out/runs``); give
-    several experiments the same one and the runs they share are trained once. ``dry_run``: plan and return
+    several experiments the same one and the runs they share are trained once. ``jobs``: runs trained at a
+    time, each in its own process with cores/jobs threads (default: 2 at cpu scale on a machine with 2 or
+    more cores, where a small model uses a second thread poorly; 1 at full scale). ``worker``: only train and
+    evaluate runs (what the helper processes of ``jobs`` do), write no report. ``dry_run``: plan and return
     the commands, train nothing, write nothing.
     """
     exp = get_experiment(experiment, scale)
@@ -710,10 +768,14 @@ def reproduce(experiment: str, *, scale: str = "cpu", seeds: int | None = None,
     _, extra = _split_overrides(base_overrides)
     linear, tsne = _eval_settings(exp, extra)
     runs_path = Path(runs_dir) if runs_dir is not None else None
+    n_jobs = default_jobs(scale) if jobs is None else _check_jobs(jobs)
     plans = plan_runs(exp, n_seeds, out_path, device, base_overrides, runs_path)
-    command = reproduce_command(experiment, scale, n_seeds, out_path, device, base_overrides, runs_path)
+    if worker:
+        run_all(exp, plans, linear=linear, tsne=tsne, out=out_path)
+        return {"worker": True, "experiment": exp.name, "runs": [p.key for p in plans]}
+    command = reproduce_command(experiment, scale, n_seeds, out_path, device, base_overrides, runs_path, n_jobs)
     estimates = {p.key: _estimate(exp, p) for p in plans}
-    estimated = sum(v for v in estimates.values() if v is not None) if exp.scale == "cpu" else None
+    estimated = experiment_estimate(list(estimates.values()), n_jobs) if exp.scale == "cpu" else None
     name = dataset_name(plans[0].config, exp)
     header = {"format": RESULT_FORMAT, "experiment": exp.name, "scale": exp.scale, "title": exp.title,
               "paper_ref": exp.paper_ref, "dataset_name": name,
@@ -722,7 +784,7 @@ def reproduce(experiment: str, *, scale: str = "cpu", seeds: int | None = None,
               "chance": exp.chance, "notes": setting_notes(exp, plans[0].config, linear, tsne, name),
               "out": str(out_path), "command": command,
               "gsg_version": gsg.__version__, "linear": dataclasses.asdict(linear) if linear else None,
-              "tsne": dataclasses.asdict(tsne) if tsne else None, "estimated_s": estimated}
+              "tsne": dataclasses.asdict(tsne) if tsne else None, "estimated_s": estimated, "jobs": n_jobs}
     if dry_run:
         runs = [{"key": p.key, "label": p.run.label, "dir": str(p.dir), "command": p.command,
                  "eval_commands": p.eval_commands, "estimated_s": estimates[p.key],
@@ -739,7 +801,21 @@ def reproduce(experiment: str, *, scale: str = "cpu", seeds: int | None = None,
         # Partial results after every run: an interrupted reproduction still leaves a readable record.
         _write_json(out_path / "results.json", _results(exp, header, done, plans, started, t0, complete=False))
 
-    records = run_all(exp, plans, linear=linear, tsne=tsne, out=out_path, on_record=partial)
+    helpers = _start_helpers(experiment, scale, n_seeds, out_path, device, base_overrides,
+                             runs_path or out_path / "runs", n_jobs) if not dry_run else []
+    try:
+        records = run_all(exp, plans, linear=linear, tsne=tsne, out=out_path, on_record=partial)
+    except BaseException:
+        for h, _ in helpers:  # interrupted: the helpers checkpoint and stop too
+            if h.poll() is None:
+                h.send_signal(signal.SIGTERM)
+        for h, _ in helpers:
+            h.wait()
+        raise
+    for h, logfile in helpers:
+        if h.wait() != 0:  # its runs were finished by this process (the lock of a dead helper is taken over)
+            log.warning("helper process %d exited with %d; see %s", h.pid, h.returncode, logfile)
+    header["helpers"] = [{"pid": h.pid, "returncode": h.returncode, "log": str(f)} for h, f in helpers]
     res = _results(exp, header, records, plans, started, t0, complete=True)
     res["plots"] = report.write_plots(res, exp, out_path)
     res["launch"] = _launch(experiment, scale, out_path, n_seeds, base_overrides, runs_path)
@@ -804,5 +880,18 @@ def _results(exp: Experiment, header: dict[str, Any], records: list[dict[str, An
             "runs": runs, "variants": variants, "claims": check_claims(exp, variants), "paper": exp.paper}
 
 
-__all__ = ["PlannedRun", "aggregate", "check_claims", "default_out", "final_knn", "full_scale_launch",
-           "mean_std", "plan_runs", "reproduce", "run_all", "run_one"]
+__all__ = [
+    "PlannedRun",
+    "aggregate",
+    "check_claims",
+    "default_jobs",
+    "default_out",
+    "experiment_estimate",
+    "final_knn",
+    "full_scale_launch",
+    "mean_std",
+    "plan_runs",
+    "reproduce",
+    "run_all",
+    "run_one",
+]
