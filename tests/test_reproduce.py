@@ -35,6 +35,15 @@ TINY: dict[str, dict[str, Any]] = {
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
+DEFAULT_JOBS = runner.default_jobs
+
+
+@pytest.fixture(autouse=True)
+def one_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One process unless a test asks for --jobs: a helper process would not see the tests' monkeypatches."""
+    monkeypatch.setattr(runner, "default_jobs", lambda scale: 1)
+
+
 @pytest.fixture(autouse=True)
 def one_thread() -> Any:
     """Tiny tensors: a second thread only adds synchronisation, which costs 10-30x on a busy machine."""
@@ -231,7 +240,8 @@ def test_experiment_estimate_is_the_longest_of_greedy_lanes() -> None:
     assert runner.experiment_estimate([10.0, 10.0, 10.0], 2) == 20.0
     assert runner.experiment_estimate([30.0, 10.0, 10.0, 10.0], 2) == 30.0
     assert runner.experiment_estimate([5.0, None], 1) == 5.0
-    assert runner.default_jobs("full") == 1
+    assert DEFAULT_JOBS("full") == 1
+    assert DEFAULT_JOBS("cpu") == (2 if (os.cpu_count() or 1) >= 2 else 1)
 
 
 def test_mean_std_over_two_seeds_and_the_table_built_from_given_numbers() -> None:
