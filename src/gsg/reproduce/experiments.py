@@ -425,13 +425,13 @@ def run_overrides(exp: Experiment, run: RunDef) -> Overrides:
 # ------------------------------------------------------------------------------------------ cost model
 
 # Seconds of one cpu-scale run (ResNet-18 width 0.25, CIFAR stem, 28 px, proj_dim 512) on the project's 2-core
-# machine, measured with docs/experiments/reproduce_cpu.sh (two reproductions side by side, one thread each,
-# so each run has about one core): an epoch of 1024 Fashion-MNIST images at batch 128 takes 5-8 s; one online
-# kNN evaluation (embed 2000 + 1000 images) 2-4 s; start-up (imports, reading the Fashion-MNIST files) about
-# 20 s; the feature-mode linear probe embeds 10000 + 10000 images and fits 90 epochs of a 128-d classifier
-# (about 45 s); a t-SNE panel embeds the 60000 training and 10000 test images (kNN in its title) and runs
-# Barnes-Hut on 2000 points (about 100 s). CPU_COST_SLOW is the top of the measured range: every cpu experiment
-# must fit in 60 minutes under it too.
+# machine with two runs at a time, one thread each (docs/experiments/reproduce_cpu.sh, the --jobs 2 default):
+# an epoch of 1024 Fashion-MNIST images at batch 128 takes 4.5-8 s; one online kNN evaluation (embed 2000 + 1000
+# images) 2-4 s; start-up (imports, reading the Fashion-MNIST files) about 20 s. A whole 50-epoch run took
+# 303-430 s (docs/results/*_cpu/results.json). The feature-mode linear probe (embed 10000 + 10000 images, 90
+# epochs of a 128-d classifier) took 20-30 s; a t-SNE panel (embed the 60000 training and 10000 test images for
+# the kNN in its title, Barnes-Hut on 2000 points) about 100 s. CPU_COST_SLOW is the top of the measured range:
+# every cpu experiment must fit in 60 minutes under it too.
 CPU_COST = {"train_per_image": 5.5 / 1024, "knn": 3.0, "checkpoint": 0.3, "startup": 20.0, "linear": 45.0,
             "tsne": 100.0}
 CPU_COST_SLOW = {"train_per_image": 6.5 / 1024, "knn": 3.5, "checkpoint": 0.5, "startup": 25.0, "linear": 55.0,
