@@ -98,10 +98,20 @@ def test_linear_transfer_tsne_commands(synthetic_checkpoint: Path, tmp_path: Pat
     assert png.read_bytes()[:4] == b"\x89PNG" and "kNN k=200" in capsys.readouterr().out
 
 
-def test_export_refuses_a_narrow_backbone_with_a_reason(synthetic_checkpoint: Path, tmp_path: Path,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["export", str(synthetic_checkpoint), "--format", "torchvision", "--out", str(tmp_path / "x.pth")])
-    assert code == 2 and "width 0.125" in capsys.readouterr().err and not (tmp_path / "x.pth").exists()
+def test_export_of_a_narrow_backbone_prints_how_to_load_it_and_detectron2_refuses(
+        synthetic_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    from gsg.eval.export import torchvision_resnet
+
+    out = tmp_path / "x.pth"
+    assert main(["export", str(synthetic_checkpoint), "--format", "torchvision", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "torchvision_resnet(arch='resnet18', width=0.125, in_channels=3, cifar_stem=True)" in printed
+    model = torchvision_resnet(arch="resnet18", width=0.125, in_channels=3, cifar_stem=True)
+    model.load_state_dict(torch.load(out, weights_only=True), strict=True)
+    code = main(["export", str(synthetic_checkpoint), "--format", "detectron2", "--out", str(tmp_path / "x.pkl")])
+    assert code == 2 and "width 0.125" in capsys.readouterr().err and not (tmp_path / "x.pkl").exists()
 
 
 def test_diagnose_separates_a_collapsed_checkpoint(synthetic_checkpoint: Path, tmp_path: Path,
