@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from gsg.config import Config, load_config
 
@@ -22,6 +24,16 @@ def tiny_config(out: Path, **sections: dict[str, Any]) -> Config:
     for section, values in sections.items():
         base.setdefault(section, {}).update(values)
     return load_config(overrides=base)
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One torch thread for a module of tiny models: a second thread only adds synchronisation, which costs
+    10-30x on a loaded machine (OpenMP threads waiting for each other at barriers)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

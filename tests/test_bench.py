@@ -15,14 +15,7 @@ from gsg.train.loop import Trainer
 # ------------------------------------------------------------------ one quick run of each bench, shared
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Any:
-    """Tiny models gain nothing from threads, and on a loaded machine OpenMP threads that wait for each
-    other at barriers make the quick runs several times slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -30,13 +30,7 @@ from gsg.train.loop import Trainer, pretrain
 WAIT_S = 300
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():  # type: ignore[no-untyped-def]
-    """Tiny models: one thread is as fast, and does not spin against other jobs on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

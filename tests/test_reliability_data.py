@@ -100,12 +100,7 @@ PRETRAIN_FLAGS = ["--epochs", "1", "--batch-size", "8", "--width", "0.125", "--d
                   "--set", "run.tensorboard=false", "--set", "run.log_every=1"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():  # type: ignore[no-untyped-def]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.slow

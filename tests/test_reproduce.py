@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 import gsg.reproduce.runner as runner
 from gsg.checkpoint import load_checkpoint
@@ -44,13 +43,7 @@ def one_job(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runner, "default_jobs", lambda scale: 1)
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Any:
-    """Tiny tensors: a second thread only adds synchronisation, which costs 10-30x on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _history(run_dir: Path) -> list[dict[str, Any]]:
@@ -213,9 +206,9 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path: Path) -> None:
     run_dir = tmp_path / "r"
     run_dir.mkdir()
     (run_dir / "lock").write_text(json.dumps({"pid": int(dead.stdout), "host": os.uname().nodename}))
-    lock = runner._acquire_lock(run_dir, "r", wait=False)
+    lock = runner._try_lock(run_dir, "r")
     assert lock is not None and json.loads(lock.read_text())["pid"] == os.getpid()
-    assert runner._acquire_lock(run_dir, "r", wait=False) is None  # now held by a live process: us
+    assert runner._try_lock(run_dir, "r") is None  # now held by a live process: us
 
 
 def test_jobs_share_the_runs_between_processes(tmp_path: Path) -> None:

@@ -46,13 +46,10 @@ from torch import Tensor, nn
 
 from gsg.checkpoint import backbone_from_checkpoint, file_sha256, load_checkpoint
 from gsg.errors import CheckpointError, ConfigError
+from gsg.models.backbones import ARCHS, stage_widths
 
 FORMATS = ("torchvision", "detectron2")
 TORCHVISION_FC_CLASSES = 1000
-
-
-_TV_BLOCKS = {"resnet18": ("BasicBlock", [2, 2, 2, 2]), "resnet34": ("BasicBlock", [3, 4, 6, 3]),
-              "resnet50": ("Bottleneck", [3, 4, 6, 3])}
 
 
 def torchvision_resnet(arch: str = "resnet18", width: float = 1.0, in_channels: int = 3, cifar_stem: bool = False,
@@ -63,16 +60,15 @@ def torchvision_resnet(arch: str = "resnet18", width: float = 1.0, in_channels: 
     stem and stages are rebuilt with torchvision's blocks and ``ResNet._make_layer`` at the scaled widths
     (64·w, 128·w, 256·w, 512·w, as :class:`gsg.models.backbones.Backbone`), so the module tree, key names and
     forward are torchvision's."""
-    if arch not in _TV_BLOCKS:
-        raise ConfigError(f"unknown backbone {arch!r}; choose one of {', '.join(_TV_BLOCKS)}")
+    if arch not in ARCHS:
+        raise ConfigError(f"unknown backbone {arch!r}; choose one of {', '.join(ARCHS)}")
     if width <= 0 or in_channels < 1:
         raise ConfigError(f"width must be positive and in_channels at least 1, got {width} and {in_channels}")
-    block_name, layers = _TV_BLOCKS[arch]
-    block = getattr(torchvision.models.resnet, block_name)
+    block, layers = ARCHS[arch]  # torchvision's BasicBlock / Bottleneck, as gsg's Backbone
     m = getattr(torchvision.models, arch)(num_classes=num_classes)
     if width == 1.0 and in_channels == 3 and not cifar_stem:
         return m
-    widths = [max(1, round(c * width)) for c in (64, 128, 256, 512)]
+    widths = stage_widths(width)
     if cifar_stem:
         m.conv1 = nn.Conv2d(in_channels, widths[0], 3, stride=1, padding=1, bias=False)
         m.maxpool = nn.Identity()

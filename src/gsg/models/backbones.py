@@ -21,12 +21,17 @@ from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from gsg.errors import ConfigError
 
-_ARCHS: dict[str, tuple[type[BasicBlock] | type[Bottleneck], list[int]]] = {
+ARCHS: dict[str, tuple[type[BasicBlock] | type[Bottleneck], list[int]]] = {
     "resnet18": (BasicBlock, [2, 2, 2, 2]),
     "resnet34": (BasicBlock, [3, 4, 6, 3]),
     "resnet50": (Bottleneck, [3, 4, 6, 3]),
 }
-BACKBONES = tuple(_ARCHS)
+BACKBONES = tuple(ARCHS)
+
+
+def stage_widths(width: float) -> list[int]:
+    """Channels of the stem and the four stages at a width multiplier: 64·w, 128·w, 256·w, 512·w."""
+    return [max(1, round(c * width)) for c in (64, 128, 256, 512)]
 CIFAR_STEM_MAX_SIZE = 64
 
 
@@ -48,15 +53,15 @@ class Backbone(ResNet):
         in_channels: int = 3,
         cifar_stem: bool = False,
     ) -> None:
-        if arch not in _ARCHS:
+        if arch not in ARCHS:
             raise ConfigError(f"unknown backbone {arch!r}; choose one of {', '.join(BACKBONES)}")
         if width <= 0:
             raise ConfigError(f"backbone width must be positive, got {width}")
         if in_channels < 1:
             raise ConfigError(f"in_channels must be at least 1, got {in_channels}")
-        block, layers = _ARCHS[arch]
+        block, layers = ARCHS[arch]
         nn.Module.__init__(self)  # ResNet.__init__ hard-codes 64 channels and 3 inputs; we build it here.
-        widths = [max(1, round(c * width)) for c in (64, 128, 256, 512)]
+        widths = stage_widths(width)
         self.arch, self.width, self.in_channels, self.cifar_stem = arch, width, in_channels, cifar_stem
         self._norm_layer = nn.BatchNorm2d
         self.inplanes = widths[0]

@@ -86,6 +86,11 @@ def default_out(experiment: str, scale: str) -> Path:
     return Path("runs") / "reproduce" / f"{experiment}-{scale}"
 
 
+def runs_root(out: Path, runs_dir: str | os.PathLike[str] | None) -> Path:
+    """Where the run directories live: ``runs_dir`` if given, else ``out/runs``."""
+    return out / "runs" if runs_dir is None else Path(runs_dir)
+
+
 def _split_overrides(base_overrides: dict[str, Any] | None) -> tuple[Overrides, dict[str, Any]]:
     """(config overrides, evaluation settings) from ``base_overrides``."""
     if base_overrides is None:
@@ -201,7 +206,7 @@ def plan_runs(exp: Experiment, seeds: int, out: Path, device: str = "auto",
 
     ``runs_dir`` (default ``out/runs``) holds one directory per run; experiments given the same one share
     the runs they have in common (same directory name and config), so those are trained once."""
-    runs_root = out / "runs" if runs_dir is None else Path(runs_dir)
+    root = runs_root(out, runs_dir)
     cfg_over, extra = _split_overrides(base_overrides)
     _check_not_varied(exp, cfg_over)
     linear, tsne = _eval_settings(exp, extra)
@@ -209,7 +214,7 @@ def plan_runs(exp: Experiment, seeds: int, out: Path, device: str = "auto",
     for run in exp.runs:
         for seed in range(seeds):
             key = f"{run.key_name}-s{seed}"
-            rdir = runs_root / key
+            rdir = root / key
             dev = {"run": {"device": device}} if device != "auto" else {}
             overrides = _merge(run_overrides(exp, run), cfg_over, dev)
             cfg = load_config(preset=exp.preset, overrides=_merge(overrides, {"run": {"seed": seed,
@@ -248,14 +253,14 @@ def full_scale_launch(experiment: str, nproc: int, *, out: str | os.PathLike[str
         raise ConfigError(f"nproc must be a positive number of processes (GPUs per node), got {nproc!r}")
     exp = get_experiment(experiment, "full")
     out_path = Path(out) if out is not None else default_out(experiment, "full")
-    runs_root = out_path / "runs" if runs_dir is None else Path(runs_dir)
+    root = runs_root(out_path, runs_dir)
     n = _check_seeds(exp.default_seeds if seeds is None else seeds)
     cfg_over, _ = _split_overrides(base_overrides)
     cmds = []
     for run in exp.runs:
         overrides = _merge(run_overrides(exp, run), cfg_over)
         for seed in range(n):
-            rdir = runs_root / f"{run.key_name}-s{seed}"
+            rdir = root / f"{run.key_name}-s{seed}"
             cfg = load_config(preset=exp.preset, overrides=overrides)
             if cfg.optim.batch_size % nproc:
                 raise ConfigError(f"{run.name}: the global batch {cfg.optim.batch_size} does not divide over "
@@ -416,16 +421,14 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
-def _acquire_lock(run_dir: Path, key: str, *, wait: bool = True) -> Path | None:
-    """Take ``run_dir/lock``; while another live process on this host holds it, wait for it (``wait``) or
-    return None at once.
+def _try_lock(run_dir: Path, key: str) -> Path | None:
+    """Take ``run_dir/lock``, or None while another live process on this host holds it.
 
-    Two reproductions sharing a ``--runs`` directory (Table 1 and Fig. 4 in parallel, say) would otherwise train
-    the same run twice into one checkpoint. A lock left by a process that died is taken over."""
+    Two reproductions sharing a ``--runs`` directory (or the helpers of ``--jobs``) would otherwise train the
+    same run twice into one checkpoint. A lock left by a process that died is taken over."""
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = run_dir / LOCK_NAME
     host = os.uname().nodename
-    announced = False
     while True:
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
@@ -440,38 +443,10 @@ def _acquire_lock(run_dir: Path, key: str, *, wait: bool = True) -> Path | None:
                 log.warning("%s: taking over the lock of process %d, which is gone", key, pid)
                 lock.unlink(missing_ok=True)
                 continue
-            if not wait:
-                return None
-            if not announced:
-                log.info("%s: process %d on %s is training it; waiting (%s)", key, pid, holder_host, lock)
-                announced = True
-            time.sleep(LOCK_POLL_S)
-            continue
+            return None
         with os.fdopen(fd, "w") as f:
             json.dump({"pid": os.getpid(), "host": host}, f)
         return lock
-
-
-def _locked_run(exp: Experiment, plan: PlannedRun, lock: Path, *, linear: LinearDef | None,
-                tsne: TsneDef | None, out: Path) -> dict[str, Any]:
-    try:
-        rec = _run_one_locked(exp, plan, linear=linear, tsne=tsne, out=out)
-    finally:
-        lock.unlink(missing_ok=True)
-    rec.update(name=plan.run.name, label=plan.run.label, group=plan.run.group)
-    return rec
-
-
-def run_one(exp: Experiment, plan: PlannedRun, *, linear: LinearDef | None, tsne: TsneDef | None,
-            out: Path) -> dict[str, Any]:
-    """Pretrain (or reuse, or resume) one run and evaluate it; returns its done.json record.
-
-    Waits while another process holds the run's lock. The record returned carries this experiment's name,
-    label and group for the run, also when the run was trained by another experiment sharing the runs
-    directory."""
-    lock = _acquire_lock(plan.dir, plan.key)
-    assert lock is not None
-    return _locked_run(exp, plan, lock, linear=linear, tsne=tsne, out=out)
 
 
 def run_all(exp: Experiment, plans: Sequence[PlannedRun], *, linear: LinearDef | None, tsne: TsneDef | None,
@@ -485,13 +460,19 @@ def run_all(exp: Experiment, plans: Sequence[PlannedRun], *, linear: LinearDef |
     while pending:
         for i in pending:
             plan = plans[i]
-            lock = _acquire_lock(plan.dir, plan.key, wait=False)
+            lock = _try_lock(plan.dir, plan.key)
             if lock is None:
                 continue
             est = estimates[plan.key]
             log.info("run %d/%d: %s%s", i + 1, len(plans), plan.key, f" (about {est / 60:.0f} min on one core)"
                      if est is not None and exp.scale == "cpu" else "")
-            records[i] = _locked_run(exp, plan, lock, linear=linear, tsne=tsne, out=out)
+            try:
+                rec = _run_one_locked(exp, plan, linear=linear, tsne=tsne, out=out)
+            finally:
+                lock.unlink(missing_ok=True)
+            # this experiment's names, also for a run another experiment sharing the runs directory trained
+            rec.update(name=plan.run.name, label=plan.run.label, group=plan.run.group)
+            records[i] = rec
             pending.remove(i)
             waiting = False
             if on_record is not None:
@@ -507,6 +488,7 @@ def run_all(exp: Experiment, plans: Sequence[PlannedRun], *, linear: LinearDef |
 
 def _run_one_locked(exp: Experiment, plan: PlannedRun, *, linear: LinearDef | None, tsne: TsneDef | None,
                     out: Path) -> dict[str, Any]:
+    """Pretrain (or reuse, or resume) one run and evaluate it, under its lock; returns its done.json record."""
     done = plan.dir / DONE_NAME
     now_cfg = plan.config.to_dict()
     rec = _read_done(done) if done.is_file() else None
@@ -802,7 +784,7 @@ def reproduce(experiment: str, *, scale: str = "cpu", seeds: int | None = None,
         _write_json(out_path / "results.json", _results(exp, header, done, plans, started, t0, complete=False))
 
     helpers = _start_helpers(experiment, scale, n_seeds, out_path, device, base_overrides,
-                             runs_path or out_path / "runs", n_jobs) if not dry_run else []
+                             runs_root(out_path, runs_path), n_jobs)
     try:
         records = run_all(exp, plans, linear=linear, tsne=tsne, out=out_path, on_record=partial)
     except BaseException:
@@ -893,5 +875,4 @@ __all__ = [
     "plan_runs",
     "reproduce",
     "run_all",
-    "run_one",
 ]
