@@ -22,6 +22,7 @@ PRETRAIN_FLAGS: dict[str, tuple[str, str]] = {
     "stop_gradient": ("ssl", "stop_gradient"),
     "predictor": ("model", "predictor"),
     "views": ("ssl", "views"),
+    "pairing": ("ssl", "pairing"),
     "dataset": ("data", "dataset"),
     "data_dir": ("data", "data_dir"),
     "subset": ("data", "subset"),

@@ -54,7 +54,8 @@ class ModelConfig:
 class SSLConfig:
     method: str = "simsiam"  # simsiam | byol
     stop_gradient: str = "guided"  # symmetric | guided | random | reverse
-    views: str = "reuse"  # reuse: partner's existing views; fresh: two new crops per partner image
+    views: str = "reuse"  # reuse: 2 crops per image, pairs use existing views; fresh: 4 crops (authors' code)
+    pairing: str | None = None  # matching (disjoint pairs) | cycle; None: matching for reuse, cycle for fresh
     ema_momentum: float = 0.99  # BYOL target momentum (base value of the cosine schedule)
     ema_schedule: str = "cosine"  # cosine (to 1) | constant
 
@@ -115,6 +116,7 @@ CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("ssl", "method"): ("simsiam", "byol"),
     ("ssl", "stop_gradient"): ("symmetric", "guided", "random", "reverse"),
     ("ssl", "views"): ("reuse", "fresh"),
+    ("ssl", "pairing"): ("matching", "cycle"),
     ("ssl", "ema_schedule"): ("cosine", "constant"),
     ("optim", "schedule"): ("cosine", "constant"),
     ("run", "amp"): ("auto", "bf16", "fp16", "off"),
@@ -231,11 +233,22 @@ def validate(config: Config) -> None:
             raise ConfigError(f"{section}.{key} must be between 0 and 1, got {value}")
     if config.data.subset is not None and config.data.subset < 2:
         raise ConfigError(f"data.subset must be at least 2 images, got {config.data.subset}")
+    if config.ssl.views == "fresh" and config.ssl.pairing == "matching":
+        raise ConfigError(
+            "ssl.pairing = 'matching' splits the batch into disjoint pairs that reuse each image's two crops, so it "
+            "needs ssl.views = 'reuse'; views = 'fresh' (four crops, the authors' code) pairs the batch with its "
+            "shuffle: set ssl.pairing = 'cycle' or leave it unset"
+        )
     if config.ssl.stop_gradient != "symmetric" and config.optim.batch_size < 2:
         raise ConfigError(
             f"the {config.ssl.stop_gradient} stop-gradient pairs images within a batch, so optim.batch_size "
             f"must be at least 2 (got {config.optim.batch_size})"
         )
+
+
+def resolved_pairing(ssl: SSLConfig) -> str:
+    """The pairing a run uses: ``ssl.pairing``, or matching for reuse and cycle for fresh when it is unset."""
+    return ssl.pairing or ("cycle" if ssl.views == "fresh" else "matching")
 
 
 def preset_names() -> list[str]:

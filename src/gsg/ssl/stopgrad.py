@@ -34,9 +34,26 @@ Example — GSG in your own training loop (any encoder ``f`` and predictor ``h``
     >>> out.cases.shape
     torch.Size([6])
 
-With ``partner`` given and no ``p2``/``t2``, the partner's two existing views are reused ("reuse" view
-mode: no extra encoder work). Pass ``p2``/``t2`` computed from fresh crops of ``x[partner]`` for the
-authors' four-crop variant ("fresh").
+Three ways to form the pairs (``ssl.views`` × ``ssl.pairing``; docs/fidelity.md):
+
+- ``pairs`` (reuse + **matching**, the default): the batch is split into B/2 disjoint pairs
+  (:func:`perfect_matching`), each pair's two images reuse their two existing crops, and each pair is decided
+  once. Every image then takes exactly one directed term per step, on crops no other decision touches: the
+  paper's per-pair rule on two crops, at the encoder cost of plain SimSiam.
+- ``partner`` without ``p2``/``t2`` (reuse + **cycle**): every image is paired along one random cycle, so
+  it is in two pairs that use the same two crops. When their decisions differ the image receives exactly
+  eq. 1 (the symmetric loss); kept as an option for comparison.
+- ``p2``/``t2`` from fresh crops of ``x[partner]`` (**fresh**, four crops per image): the authors' scheme,
+  the batch paired with its shuffle.
+
+Example — the faithful two-crop rule::
+
+    >>> pairs = perfect_matching(6, generator=torch.Generator().manual_seed(0))
+    >>> pairs.shape                                          # 3 disjoint pairs of image indices
+    torch.Size([3, 2])
+    >>> out = policy_loss("guided", p1=(h(z_a), h(z_b)), t1=(z_a, z_b), pairs=pairs)
+    >>> out.cases.shape                                      # one decision per pair
+    torch.Size([3])
 """
 
 from __future__ import annotations
@@ -87,6 +104,24 @@ def derangement(n: int, *, generator: torch.Generator | None = None, device: tor
     return partner.to(device)
 
 
+def perfect_matching(n: int, *, generator: torch.Generator | None = None,
+                     device: torch.device | str = "cpu") -> Tensor:
+    """A random perfect matching of ``range(n)``: ``n // 2`` disjoint pairs, shape (n // 2, 2).
+
+    Consecutive entries of a uniformly random permutation are paired, so every image is in at most one pair
+    and each pair is uniform over the others. With an odd ``n`` one image (the permutation's last) is in no
+    pair; :func:`policy_loss` gives it the symmetric term of eq. 1.
+    """
+    if n < 2:
+        raise ConfigError(
+            f"guided, random and reverse stop-gradient pair each image with another image of the same batch, "
+            f"so a batch needs at least 2 images (got {n}); increase --batch-size or drop the last partial batch"
+        )
+    gen_device = generator.device if generator is not None else torch.device(device)
+    s = torch.randperm(n, generator=generator, device=gen_device)
+    return s[: 2 * (n // 2)].reshape(-1, 2).to(device)
+
+
 def pair_distances(t1: Views, t2: Views) -> Tensor:
     """The four Euclidean distances of eq. 4–5, shape (B, 4), in case order (11,21) (11,22) (12,21) (12,22).
 
@@ -131,8 +166,8 @@ def symmetric_loss(p: Views, t: Views) -> Tensor:
     return 0.5 * negative_cosine(p[0], t[1].detach()) + 0.5 * negative_cosine(p[1], t[0].detach())
 
 
-def case_loss(p1: Views, t1: Views, p2: Views, t2: Views, cases: Tensor) -> Tensor:
-    """Eq. 6 per pair for the given cases, shape (B,).
+def case_terms(p1: Views, t1: Views, p2: Views, t2: Views, cases: Tensor) -> tuple[Tensor, Tensor]:
+    """The two directed terms of eq. 6 per pair for the given cases: (image 1's, image 2's), each (B,).
 
     The chosen prediction and target of each image are selected first (``torch.where`` on the (B, d) rows),
     then one cosine per image is computed: the unchosen pair costs no cosine and gets no gradient (half the
@@ -142,6 +177,12 @@ def case_loss(p1: Views, t1: Views, p2: Views, t2: Views, cases: Tensor) -> Tens
     b = (cases % 2).bool()[:, None]  # True: view 2 of image 2 gets the predictor
     term1 = negative_cosine(torch.where(a, p1[1], p1[0]), torch.where(a, t1[0], t1[1]).detach())
     term2 = negative_cosine(torch.where(b, p2[1], p2[0]), torch.where(b, t2[0], t2[1]).detach())
+    return term1, term2
+
+
+def case_loss(p1: Views, t1: Views, p2: Views, t2: Views, cases: Tensor) -> Tensor:
+    """Eq. 6 per pair for the given cases, shape (B,): ½ (image 1's term + image 2's term)."""
+    term1, term2 = case_terms(p1, t1, p2, t2, cases)
     return 0.5 * term1 + 0.5 * term2
 
 
@@ -149,10 +190,10 @@ def case_loss(p1: Views, t1: Views, p2: Views, t2: Views, cases: Tensor) -> Tens
 class PolicyOutput:
     """The loss of a batch and, for analysis, what the policy chose."""
 
-    loss: Tensor  # scalar, mean over the batch (images for symmetric, pairs otherwise)
-    per_sample: Tensor  # (B,)
-    cases: Tensor | None = None  # (B,) in 0..3, None for symmetric
-    distances: Tensor | None = None  # (B, 4), None for symmetric and random-without-distances
+    loss: Tensor  # scalar, mean over per_sample
+    per_sample: Tensor  # (B,): per image (symmetric, matched pairs) or per pair row (cycle, fresh)
+    cases: Tensor | None = None  # (decisions,) in 0..3, None for symmetric; B/2 decisions for matched pairs
+    distances: Tensor | None = None  # (decisions, 4), None for symmetric
 
 
 def policy_loss(
@@ -163,6 +204,7 @@ def policy_loss(
     partner: Tensor | None = None,
     p2: Views | None = None,
     t2: Views | None = None,
+    pairs: Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> PolicyOutput:
     """The loss of a batch under a stop-gradient policy.
@@ -174,6 +216,10 @@ def policy_loss(
             are given or the policy is symmetric.
         p2, t2: predictions and target projections of the partner images' views. ``None`` reuses the
             partner's existing views: ``p2 = p1[partner]``, ``t2 = t1[partner]``.
+        pairs: (P, 2) disjoint pairs of image indices (see :func:`perfect_matching`): each pair is decided once
+            on the two images' existing views and each image takes exactly one directed term. Images in no pair
+            (one, for an odd batch) take the symmetric term of eq. 1. The loss is the mean over images of one
+            term each, the scale of the symmetric loss. Excludes ``partner``/``p2``/``t2``.
         generator: RNG for ``random``.
 
     For ``symmetric`` with ``p2``/``t2`` given (four crops per image), the loss averages eq. 1 over both
@@ -187,6 +233,11 @@ def policy_loss(
         if p2 is not None and t2 is not None:
             per = 0.5 * (per + symmetric_loss(p2, t2))
         return PolicyOutput(loss=per.mean(), per_sample=per)
+    if pairs is not None:
+        if partner is not None or p2 is not None or t2 is not None:
+            raise ConfigError("policy_loss: give either pairs (matched pairs on the existing views) or "
+                              "partner / p2, t2 (cycle or fresh crops), not both")
+        return _matched_loss(policy, p1, t1, pairs, generator)
     if p2 is None or t2 is None:
         if partner is None:
             raise ConfigError(f"the {policy} policy needs a partner assignment or the partner views p2/t2")
@@ -197,6 +248,26 @@ def policy_loss(
     distances = pair_distances(t1, t2)
     cases = select_cases(policy, distances, generator=generator)
     per = case_loss(p1, t1, p2, t2, cases)
+    return PolicyOutput(loss=per.mean(), per_sample=per, cases=cases, distances=distances)
+
+
+def _matched_loss(policy: Policy, p: Views, t: Views, pairs: Tensor, generator: torch.Generator | None
+                  ) -> PolicyOutput:
+    """Reuse + matching: one decision per disjoint pair, one directed term per image (see policy_loss)."""
+    n = p[0].shape[0]
+    if pairs.ndim != 2 or pairs.shape[1] != 2 or pairs.shape[0] == 0 or 2 * pairs.shape[0] > n:
+        raise ConfigError(f"pairs must have shape (P, 2) with 1 <= P <= {n // 2}, got {tuple(pairs.shape)}")
+    i, j = pairs[:, 0], pairs[:, 1]
+    p1, t1 = (p[0][i], p[1][i]), (t[0][i], t[1][i])
+    p2, t2 = (p[0][j], p[1][j]), (t[0][j], t[1][j])
+    distances = pair_distances(t1, t2)
+    cases = select_cases(policy, distances, generator=generator)
+    term1, term2 = case_terms(p1, t1, p2, t2, cases)
+    per = torch.zeros(n, dtype=term1.dtype, device=term1.device)
+    per = per.index_put((i,), term1).index_put((j,), term2)
+    if 2 * pairs.shape[0] < n:  # images in no pair (an odd batch): the symmetric term
+        paired = torch.zeros(n, dtype=torch.bool, device=per.device).index_fill(0, pairs.reshape(-1), True)
+        per = torch.where(paired, per, symmetric_loss(p, t))
     return PolicyOutput(loss=per.mean(), per_sample=per, cases=cases, distances=distances)
 
 

@@ -30,7 +30,7 @@ from gsg.analysis.collapse import (
 )
 from gsg.analysis.knn import knn_accuracy
 from gsg.checkpoint import FORMAT_KEY, FORMAT_VERSION, check_resumable, load_checkpoint, save_atomic
-from gsg.config import Config
+from gsg.config import Config, resolved_pairing
 from gsg.data.datasets import ImageDataset, load_dataset
 from gsg.data.loader import BatchLoader
 from gsg.data.views import BatchAugment, make_recipe
@@ -40,7 +40,7 @@ from gsg.models.embed import embed
 from gsg.ssl.build import backbone_spec, build_model
 from gsg.ssl.ema import momentum_at
 from gsg.ssl.siamese import Siamese
-from gsg.ssl.stopgrad import POLICIES, derangement, policy_loss
+from gsg.ssl.stopgrad import POLICIES, derangement, perfect_matching, policy_loss
 from gsg.train import rng
 from gsg.train.distributed import DistInfo, all_reduce_mean, barrier, init_from_env, shutdown
 from gsg.train.logging import MetricsLogger
@@ -282,8 +282,10 @@ class Trainer:
         """Augment, encode and apply the stop-gradient policy to one batch. Returns (loss, stats)."""
         cfg = self.cfg.ssl
         b = images.shape[0]
-        pairing = cfg.stop_gradient != "symmetric" or cfg.views == "fresh"
-        partner = derangement(b, generator=self.aug_gen, device=self.device) if pairing else None
+        paired = cfg.stop_gradient != "symmetric" or cfg.views == "fresh"
+        matched = paired and resolved_pairing(cfg) == "matching"
+        pairs = perfect_matching(b, generator=self.aug_gen, device=self.device) if matched else None
+        partner = derangement(b, generator=self.aug_gen, device=self.device) if paired and not matched else None
         if cfg.views == "fresh":
             assert partner is not None
             other = images[partner]
@@ -300,7 +302,7 @@ class Trainer:
             res = policy_loss(cfg.stop_gradient, p1=(p[0], p[1]), t1=(t[0], t[1]), p2=(p[2], p[3]),
                               t2=(t[2], t[3]), generator=self.aug_gen)  # type: ignore[arg-type]
         else:
-            res = policy_loss(cfg.stop_gradient, p1=(p[0], p[1]), t1=(t[0], t[1]), partner=partner,
+            res = policy_loss(cfg.stop_gradient, p1=(p[0], p[1]), t1=(t[0], t[1]), partner=partner, pairs=pairs,
                               generator=self.aug_gen)  # type: ignore[arg-type]
         z0 = out.z[0].detach().float()
         stats = {"z_std": normalized_std_tensor(z0), "z": z0, "z1": out.z[1].detach().float()}
@@ -308,7 +310,8 @@ class Trainer:
             stats["distances"], stats["cases"] = res.distances, res.cases
         if res.cases is not None:
             # a comparison, not bincount: bincount reads its size back to the host (a sync per step on CUDA)
-            stats["case_share"] = (res.cases[:, None] == torch.arange(4, device=res.cases.device)).sum(0).float() / b
+            stats["case_share"] = ((res.cases[:, None] == torch.arange(4, device=res.cases.device)).sum(0).float()
+                                   / res.cases.shape[0])
         return res.loss, stats
 
     def train_step(self, images: Tensor) -> tuple[Tensor, dict[str, Tensor], float]:
