@@ -74,3 +74,23 @@ def test_heads_follow_appendix_c() -> None:
     assert torch.equal(predictor("none", 16)(x), x)
     with pytest.raises(ConfigError, match="directpred"):
         predictor("mpl", 16)
+
+
+def test_zero_init_residual_starts_every_branch_at_zero_and_presets_follow_the_authors() -> None:
+    import torch
+
+    from gsg.config import load_config
+    from gsg.models.backbones import Backbone
+
+    x = torch.randn(2, 3, 32, 32)
+    for arch, last in (("resnet18", "bn2"), ("resnet50", "bn3")):
+        net = Backbone(arch, width=0.25, cifar_stem=True, zero_init_residual=True).eval()
+        gammas = [getattr(m, last).weight for layer in (net.layer1, net.layer2, net.layer3, net.layer4) for m in layer]
+        assert all(bool((g == 0).all()) for g in gammas)
+        plain = Backbone(arch, width=0.25, cifar_stem=True).eval()
+        assert all(bool((getattr(m, last).weight == 1).all()) for m in plain.layer1)
+        assert torch.isfinite(net(x)).all()
+    imagenet = load_config(preset="imagenet")
+    assert imagenet.model.zero_init_residual and imagenet.model.proj_last_bn == "plain"
+    assert imagenet.ssl.ema_schedule == "constant" and imagenet.ssl.ema_momentum == 0.99
+    assert load_config(preset="cifar10").model.proj_last_bn == "affine"

@@ -39,10 +39,11 @@ class ModelConfig:
     backbone: str = "resnet18"
     width: float = 1.0  # channel multiplier of every ResNet stage (0.25 for CPU runs)
     cifar_stem: bool | None = None  # None: automatic for inputs up to 64 px
+    zero_init_residual: bool = False  # last BN of each residual branch starts at 0 (the authors' ImageNet ResNet-50)
     proj_layers: int = 2  # 2: CIFAR projector, 3: ImageNet projector (Appendix C)
     proj_dim: int = 2048  # projector output (and predictor input/output) dimension
     proj_hidden: int | None = None  # None: proj_dim
-    proj_last_bn: str = "plain"  # affine | plain | none
+    proj_last_bn: str = "plain"  # affine (lightly's CIFAR head) | plain (official ImageNet code) | none
     predictor: str = "mlp"  # mlp | linear | none | directpred | directcopy
     pred_hidden: int = 512  # the MLP predictor's bottleneck
     directpred_rho: float = 0.3  # EMA rate of the correlation matrix F̂ (Tian et al.)

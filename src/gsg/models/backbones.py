@@ -52,6 +52,7 @@ class Backbone(ResNet):
         width: float = 1.0,
         in_channels: int = 3,
         cifar_stem: bool = False,
+        zero_init_residual: bool = False,
     ) -> None:
         if arch not in ARCHS:
             raise ConfigError(f"unknown backbone {arch!r}; choose one of {', '.join(BACKBONES)}")
@@ -89,15 +90,23 @@ class Backbone(ResNet):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.constant_(m.weight, 1)
                 nn.init.constant_(m.bias, 0)
+        if zero_init_residual:  # as torchvision's flag: each residual branch starts as the identity
+            for m in self.modules():
+                if isinstance(m, Bottleneck) and m.bn3.weight is not None:
+                    nn.init.constant_(m.bn3.weight, 0)
+                elif isinstance(m, BasicBlock) and m.bn2.weight is not None:
+                    nn.init.constant_(m.bn2.weight, 0)
 
     def forward(self, x: Tensor) -> Tensor:
         return self._forward_impl(x)
 
 
 def build_backbone(
-    arch: str, *, width: float = 1.0, in_channels: int = 3, image_size: int = 224, cifar_stem: bool | None = None
+    arch: str, *, width: float = 1.0, in_channels: int = 3, image_size: int = 224, cifar_stem: bool | None = None,
+    zero_init_residual: bool = False,
 ) -> Backbone:
     """Build a backbone; ``cifar_stem=None`` picks the CIFAR stem for inputs up to 64 px."""
     if cifar_stem is None:
         cifar_stem = image_size <= CIFAR_STEM_MAX_SIZE
-    return Backbone(arch, width=width, in_channels=in_channels, cifar_stem=cifar_stem)
+    return Backbone(arch, width=width, in_channels=in_channels, cifar_stem=cifar_stem,
+                    zero_init_residual=zero_init_residual)

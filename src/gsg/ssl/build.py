@@ -10,7 +10,7 @@ from gsg.ssl.siamese import Siamese
 
 def build_model(cfg: ModelConfig, method: str, *, in_channels: int, image_size: int) -> Siamese:
     backbone = build_backbone(cfg.backbone, width=cfg.width, in_channels=in_channels, image_size=image_size,
-                              cifar_stem=cfg.cifar_stem)
+                              cifar_stem=cfg.cifar_stem, zero_init_residual=cfg.zero_init_residual)
     proj = projector(backbone.out_dim, cfg.proj_dim, layers=cfg.proj_layers, hidden=cfg.proj_hidden,
                      last_bn=cfg.proj_last_bn)  # type: ignore[arg-type]
     pred = predictor(cfg.predictor, cfg.proj_dim, hidden=cfg.pred_hidden, directpred_rho=cfg.directpred_rho,
