@@ -53,12 +53,16 @@ class ModelConfig:
 
 @dataclass
 class SSLConfig:
-    method: str = "simsiam"  # simsiam | byol
-    stop_gradient: str = "guided"  # symmetric | guided | random | reverse
+    method: str = "simsiam"  # simsiam | byol | simclr | moco (explicit contrastive baselines, docs/methods.md)
+    stop_gradient: str = "guided"  # symmetric | guided | random | reverse; none (set for simclr/moco: no policy)
     views: str = "reuse"  # reuse: 2 crops per image, pairs use existing views; fresh: 4 crops (authors' code)
     pairing: str | None = None  # matching (disjoint pairs) | cycle; None: matching for reuse, cycle for fresh
     ema_momentum: float = 0.99  # BYOL target momentum (base value of the cosine schedule)
     ema_schedule: str = "cosine"  # cosine (to 1) | constant
+    temperature: float | None = None  # simclr/moco τ; None: SimCLR 0.5 up to 64 px, 0.1 above; MoCo v2 0.2
+    queue_size: int | None = None  # moco: K keys, a multiple of the global batch; None: 4096 up to 64 px, else 65536
+    moco_momentum: float = 0.999  # moco: constant momentum of the key encoder (MoCo v2)
+    moco_symmetric: bool = False  # moco: also q2→k1 and enqueue both views' keys (MoCo v2 is asymmetric, q1→k2)
 
 
 @dataclass
@@ -114,8 +118,8 @@ CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("model", "backbone"): ("resnet18", "resnet34", "resnet50"),
     ("model", "proj_last_bn"): ("affine", "plain", "none"),
     ("model", "predictor"): ("mlp", "linear", "none", "directpred", "directcopy"),
-    ("ssl", "method"): ("simsiam", "byol"),
-    ("ssl", "stop_gradient"): ("symmetric", "guided", "random", "reverse"),
+    ("ssl", "method"): ("simsiam", "byol", "simclr", "moco"),
+    ("ssl", "stop_gradient"): ("symmetric", "guided", "random", "reverse", "none"),
     ("ssl", "views"): ("reuse", "fresh"),
     ("ssl", "pairing"): ("matching", "cycle"),
     ("ssl", "ema_schedule"): ("cosine", "constant"),
@@ -129,7 +133,11 @@ POSITIVE = {("optim", "epochs"), ("optim", "batch_size"), ("model", "proj_dim"),
             ("model", "proj_layers"), ("model", "proj_hidden"), ("data", "image_size"), ("run", "limit_batches")}
 NON_NEGATIVE = {("optim", "momentum"), ("optim", "weight_decay"), ("optim", "warmup_epochs"), ("data", "workers"),
                 ("model", "directpred_eps")}
-UNIT_INTERVAL = {("ssl", "ema_momentum"), ("model", "directpred_rho")}
+UNIT_INTERVAL = {("ssl", "ema_momentum"), ("ssl", "moco_momentum"), ("model", "directpred_rho")}
+CONTRASTIVE_METHODS: tuple[str, ...] = ("simclr", "moco")  # explicit negatives: no stop-gradient, no predictor
+# What simclr/moco fix: no stop-gradient policy and no predictor (see _contrastive_keys).
+_CONTRASTIVE_FIXED: tuple[tuple[str, str], ...] = (("ssl", "stop_gradient"), ("model", "predictor"))
+SMALL_IMAGE = 64  # px: "CIFAR-size" up to here (the CIFAR stem's rule), "ImageNet-size" above
 
 
 _SECTION_TYPES = {"data": DataConfig, "model": ModelConfig, "ssl": SSLConfig, "optim": OptimConfig,
@@ -203,14 +211,43 @@ def apply(config: Config, updates: dict[str, Any], *, origin: str = "config") ->
             raise ConfigError(f"{origin}: unknown section [{section}]; {_nearest(section, list(_SECTION_TYPES))}")
         if not isinstance(values, dict):
             raise ConfigError(f"{origin}: [{section}] must be a table of keys, got {values!r}")
+    was_contrastive = config.ssl.method in CONTRASTIVE_METHODS
+    for section, values in updates.items():
         obj = getattr(config, section)
         types_ = _field_types(type(obj))
         for key, value in values.items():
             if key not in types_:
                 raise ConfigError(f"{origin}: unknown key {section}.{key}; {_nearest(key, list(types_))}")
             setattr(obj, key, _coerce(section, key, value, types_[key]))
+    _contrastive_keys(config, updates, was_contrastive, origin)
     validate(config)
     return config
+
+
+def _contrastive_keys(config: Config, layer: dict[str, Any], was_contrastive: bool, origin: str) -> None:
+    """simclr and moco have no stop-gradient policy and no predictor: both keys are ``none`` for them.
+
+    A value this layer sets itself (a flag, ``--set``, a ``--config`` file) that is not ``none`` is an error: it
+    would be ignored. A value inherited from the schema defaults or an earlier layer (a preset's
+    ``stop_gradient = "guided"``) becomes ``none``. Switching back from simclr/moco to simsiam/byol restores
+    the schema defaults of the two keys unless the same layer sets them.
+    """
+    method = config.ssl.method
+    for section, key in _CONTRASTIVE_FIXED:
+        obj = getattr(config, section)
+        value = getattr(obj, key)
+        given = key in (layer.get(section) or {})
+        if method in CONTRASTIVE_METHODS and value != "none":
+            if given:
+                flag = "--stop-gradient" if key == "stop_gradient" else "--predictor"
+                what = "stop-gradient policy" if key == "stop_gradient" else "predictor"
+                raise ConfigError(
+                    f"{origin}: {section}.{key} = {value!r} does not apply to ssl.method = {method!r}: an explicit "
+                    f"contrastive method takes its negatives from other images, with no {what}. Remove {flag} "
+                    f"(or set {section}.{key} = 'none')")
+            setattr(obj, key, "none")
+        elif method not in CONTRASTIVE_METHODS and was_contrastive and value == "none" and not given:
+            setattr(obj, key, getattr(type(obj)(), key))
 
 
 def validate(config: Config) -> None:
@@ -232,6 +269,7 @@ def validate(config: Config) -> None:
         value = getattr(getattr(config, section), key)
         if value is not None and not 0 <= value <= 1:
             raise ConfigError(f"{section}.{key} must be between 0 and 1, got {value}")
+    _validate_contrastive(config)
     if config.data.subset is not None and config.data.subset < 2:
         raise ConfigError(f"data.subset must be at least 2 images, got {config.data.subset}")
     if config.ssl.views == "fresh" and config.ssl.pairing == "matching":
@@ -240,11 +278,70 @@ def validate(config: Config) -> None:
             "needs ssl.views = 'reuse'; views = 'fresh' (four crops, the authors' code) pairs the batch with its "
             "shuffle: set ssl.pairing = 'cycle' or leave it unset"
         )
-    if config.ssl.stop_gradient != "symmetric" and config.optim.batch_size < 2:
+    if config.ssl.stop_gradient not in ("symmetric", "none") and config.optim.batch_size < 2:
         raise ConfigError(
             f"the {config.ssl.stop_gradient} stop-gradient pairs images within a batch, so optim.batch_size "
             f"must be at least 2 (got {config.optim.batch_size})"
         )
+
+
+def _validate_contrastive(config: Config) -> None:
+    ssl, method = config.ssl, config.ssl.method
+    if method not in CONTRASTIVE_METHODS:
+        if ssl.stop_gradient == "none":
+            raise ConfigError(f"ssl.stop_gradient = 'none' is for the contrastive methods (simclr, moco); {method} "
+                              "needs a policy: symmetric (its own loss) or guided (GSG)")
+        return
+    if ssl.temperature is not None and not ssl.temperature > 0:
+        raise ConfigError(f"ssl.temperature must be positive (the similarities are divided by it), got "
+                          f"{ssl.temperature}; leave it unset for the method's default (SimCLR 0.5 at CIFAR size, 0.1 "
+                          "at ImageNet size; MoCo v2 0.2)")
+    for section, key in _CONTRASTIVE_FIXED:
+        value = getattr(getattr(config, section), key)
+        if value != "none":
+            raise ConfigError(f"{section}.{key} = {value!r} does not apply to ssl.method = {method!r} (no "
+                              f"stop-gradient policy, no predictor): set {section}.{key} = 'none'")
+    if ssl.views != "reuse" or ssl.pairing is not None:
+        raise ConfigError(f"{method} contrasts the two crops of each image (ssl.views = 'reuse'); ssl.views = "
+                          f"{ssl.views!r} / ssl.pairing = {ssl.pairing!r} are GSG settings: leave them unset")
+    if config.optim.batch_size < 2:
+        raise ConfigError(f"{method} takes its negatives from other images, so optim.batch_size must be at least 2 "
+                          f"(got {config.optim.batch_size}); SimCLR's accuracy grows with the batch (256 or more)")
+    if method == "moco" and ssl.queue_size is not None:
+        check_queue_size(ssl, ssl.queue_size, config.optim.batch_size)
+
+
+def check_queue_size(ssl: SSLConfig, queue_size: int, global_batch: int, *, default: bool = False) -> None:
+    """MoCo enqueues ``global_batch`` keys a step (twice that with ``moco_symmetric``): the queue must hold a
+    whole number of those, as MoCo's official code asserts."""
+    per_step = global_batch * (2 if ssl.moco_symmetric else 1)
+    where = f"ssl.queue_size = {queue_size}" + (" (the default at this image size)" if default else "")
+    if queue_size < 1:
+        raise ConfigError(f"{where} must be positive")
+    if queue_size % per_step:
+        what = f"2 × the global batch {global_batch} (moco_symmetric enqueues both views)" if ssl.moco_symmetric \
+            else f"the global batch {global_batch}"
+        lower = max(per_step, queue_size - queue_size % per_step)
+        raise ConfigError(f"{where} must be a multiple of {what}, the keys enqueued per step; set "
+                          f"--set ssl.queue_size={lower} or a --batch-size that divides {queue_size}")
+
+
+def resolved_temperature(ssl: SSLConfig, image_size: int) -> float:
+    """τ of simclr/moco: ``ssl.temperature``, else SimCLR's 0.5 at CIFAR size (up to 64 px; SimCLR's CIFAR-10
+    setting, Appendix B.9) or 0.1 above (its ImageNet setting), MoCo v2's 0.2 at any size."""
+    if ssl.temperature is not None:
+        return ssl.temperature
+    if ssl.method == "moco":
+        return 0.2
+    return 0.5 if image_size <= SMALL_IMAGE else 0.1
+
+
+def resolved_queue_size(ssl: SSLConfig, image_size: int) -> int:
+    """MoCo's K: ``ssl.queue_size``, else 65536 (MoCo's ImageNet value) above 64 px and 4096 (MoCo's CIFAR-10
+    demo) up to 64 px, where data sets are small."""
+    if ssl.queue_size is not None:
+        return ssl.queue_size
+    return 4096 if image_size <= SMALL_IMAGE else 65536
 
 
 def resolved_pairing(ssl: SSLConfig) -> str:

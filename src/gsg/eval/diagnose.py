@@ -42,7 +42,7 @@ def load_model(checkpoint: str | Path, device: torch.device) -> tuple[Siamese, d
     ckpt = load_checkpoint(checkpoint, map_location="cpu")
     cfg = from_dict(ckpt["config"])
     model = build_model(cfg.model, cfg.ssl.method, in_channels=ckpt["backbone"]["in_channels"],
-                        image_size=ckpt["backbone"]["image_size"])
+                        image_size=ckpt["backbone"]["image_size"], ssl=cfg.ssl)
     try:
         model.load_state_dict(ckpt["model"], strict=True)
     except RuntimeError as exc:

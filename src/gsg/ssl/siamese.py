@@ -1,10 +1,11 @@
-"""SimSiam and BYOL as one model: online encoder + predictor, and a target that is shared or an EMA.
+"""SimSiam, BYOL, SimCLR and MoCo as one model: online encoder + predictor, and a target that is shared or an EMA.
 
-SimSiam vs BYOL is only where the target projections come from:
-- SimSiam: the online projections themselves, detached;
-- BYOL: an EMA copy of the online backbone + projector, run without gradient.
+A method here is only where the target projections come from:
+- SimSiam, SimCLR: the online projections themselves, detached;
+- BYOL, MoCo: an EMA copy of the online backbone + projector (MoCo's key encoder), run without gradient;
+  MoCo also holds a queue of past keys (gsg.ssl.queue), given by the builder.
 
-The stop-gradient policy (gsg.ssl.stopgrad) does not care which.
+Which loss is applied to them is gsg.ssl.methods' business (stop-gradient policy or contrastive loss).
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from torch import Tensor, nn
 from gsg.errors import ConfigError
 from gsg.models.backbones import Backbone
 from gsg.ssl.ema import ema_update
+from gsg.ssl.queue import KeyQueue
 
-METHODS = ("simsiam", "byol")
-Method = Literal["simsiam", "byol"]
+METHODS = ("simsiam", "byol", "simclr", "moco")
+Method = Literal["simsiam", "byol", "simclr", "moco"]
+EMA_TARGET = ("byol", "moco")  # methods whose targets come from a momentum (EMA) encoder
 
 
 @dataclass
@@ -42,16 +45,20 @@ class Siamese(nn.Module):
     """
 
     def __init__(self, backbone: Backbone, projector: nn.Module, predictor: nn.Module,
-                 method: Method = "simsiam") -> None:
+                 method: Method = "simsiam", *, queue: KeyQueue | None = None) -> None:
         super().__init__()
         if method not in METHODS:
             raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        if (queue is not None) != (method == "moco"):
+            raise ConfigError(f"a key queue belongs to moco and moco needs one (method {method!r}, queue "
+                              f"{'given' if queue is not None else 'missing'})")
         self.method = method
         self.backbone = backbone
         self.projector = projector
         self.predictor = predictor
+        self.queue = queue  # registered as a submodule: its buffers are in the state dict (exact resume)
         self.target: nn.ModuleDict | None = None
-        if method == "byol":
+        if method in EMA_TARGET:
             self.target = nn.ModuleDict({"backbone": copy.deepcopy(backbone),
                                          "projector": copy.deepcopy(projector)})
             self.target.requires_grad_(False)
@@ -74,6 +81,6 @@ class Siamese(nn.Module):
 
     @torch.no_grad()
     def update_target(self, momentum: float) -> None:
-        """BYOL: move the target towards the online encoder; no-op for SimSiam."""
+        """BYOL, MoCo: move the target towards the online encoder; no-op for SimSiam and SimCLR."""
         if self.target is not None:
             ema_update(self.target, self.online_encoder(), momentum)

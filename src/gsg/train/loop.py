@@ -38,9 +38,9 @@ from gsg.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
 from gsg.models.directpred import DirectPredictor, batch_correlation, eigenspace_alignment
 from gsg.models.embed import embed
 from gsg.ssl.build import backbone_spec, build_model
-from gsg.ssl.ema import momentum_at
+from gsg.ssl.methods import check_method, contrastive_loss, is_contrastive, target_momentum
 from gsg.ssl.siamese import Siamese
-from gsg.ssl.stopgrad import POLICIES, derangement, perfect_matching, policy_loss
+from gsg.ssl.stopgrad import derangement, perfect_matching, policy_loss
 from gsg.train import rng
 from gsg.train.distributed import DistInfo, all_reduce_mean, barrier, init_from_env, shutdown
 from gsg.train.logging import MetricsLogger
@@ -129,8 +129,6 @@ class Trainer:
         self.ckpt_path = self.out / CHECKPOINT_NAME
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-        if cfg.ssl.stop_gradient not in POLICIES:
-            raise ConfigError(f"unknown stop-gradient {cfg.ssl.stop_gradient!r}")
         torch.manual_seed(cfg.run.seed + self.dist.rank)
 
         d = cfg.data
@@ -138,6 +136,7 @@ class Trainer:
                                      on_bad_file=d.on_bad_file,
                                      image_size=d.image_size, subset=d.subset, seed=cfg.run.seed)
         self.image_size = self.train_ds.image_size
+        check_method(cfg, world_size=self.dist.world_size, image_size=self.image_size, n_images=len(self.train_ds))
         if self.train_ds.in_memory and d.on_device and self.device.type == "cuda":
             self.train_ds = self.train_ds.to(self.device)  # type: ignore[attr-defined]
         self.recipe = make_recipe(pick_recipe(cfg, self.train_ds, self.image_size), size=self.image_size,
@@ -163,7 +162,7 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * cfg.optim.epochs
 
         self.model: Siamese = build_model(cfg.model, cfg.ssl.method, in_channels=self.train_ds.channels,
-                                          image_size=self.image_size).to(self.device)
+                                          image_size=self.image_size, ssl=cfg.ssl).to(self.device)
         # channels-last is faster for convolutions on CUDA (tensor cores) and on CPU (oneDNN): 1.22-1.31x per
         # training step on 2 CPU cores (`gsg bench steps --set compare_layout=true`, docs/performance.md).
         self.channels_last = cfg.run.channels_last if cfg.run.channels_last is not None else True
@@ -282,7 +281,7 @@ class Trainer:
         """Augment, encode and apply the stop-gradient policy to one batch. Returns (loss, stats)."""
         cfg = self.cfg.ssl
         b = images.shape[0]
-        paired = cfg.stop_gradient != "symmetric" or cfg.views == "fresh"
+        paired = cfg.stop_gradient not in ("symmetric", "none") or cfg.views == "fresh"  # none: simclr, moco
         matched = paired and resolved_pairing(cfg) == "matching"
         pairs = perfect_matching(b, generator=self.aug_gen, device=self.device) if matched else None
         partner = derangement(b, generator=self.aug_gen, device=self.device) if paired and not matched else None
@@ -298,7 +297,9 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
             out = self.forward(batch)
         p, t = out.p, out.t
-        if cfg.views == "fresh":
+        if is_contrastive(cfg.method):  # SimCLR's NT-Xent / MoCo's InfoNCE with its queue (gsg.ssl.methods)
+            res = contrastive_loss(out, cfg, image_size=self.image_size, queue=self.model.queue, dist=self.dist)
+        elif cfg.views == "fresh":
             res = policy_loss(cfg.stop_gradient, p1=(p[0], p[1]), t1=(t[0], t[1]), p2=(p[2], p[3]),
                               t2=(t[2], t[3]), generator=self.aug_gen)  # type: ignore[arg-type]
         else:
@@ -325,7 +326,7 @@ class Trainer:
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        momentum = momentum_at(self.state.step, self.total_steps, cfg.ssl.ema_momentum, cfg.ssl.ema_schedule)
+        momentum = target_momentum(cfg.ssl, self.state.step, self.total_steps)
         self.model.update_target(momentum)
         observe = getattr(self.model.predictor, "observe", None)
         if observe is not None:  # DirectPred/DirectCopy: set W_p from this step's online projections,
@@ -413,7 +414,7 @@ class Trainer:
             if "distances" in last_stats:  # how decisive GSG's choice was on the last batch
                 margins = gsg_case_stats(last_stats["cases"], last_stats["distances"])
                 result["gsg_margin_mean"] = margins["margin_mean"]
-        if self.cfg.ssl.stop_gradient != "symmetric":
+        if self.cfg.ssl.stop_gradient not in ("symmetric", "none"):
             shares = (case_sum / n).tolist()
             result.update({f"case_{name}": s for name, s in zip(("11_21", "11_22", "12_21", "12_22"), shares,
                                                                   strict=True)})
