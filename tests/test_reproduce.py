@@ -159,9 +159,10 @@ def test_experiments_sharing_a_runs_directory_train_their_common_runs_once(tmp_p
         assert a.dir == b.dir == runs / f"{t1}-s0"
         assert runner._config_diffs(b.config.to_dict(), a.config.to_dict()) == []
         assert a.run.label != b.run.label or exp in ("fig4", "tsne")  # each report keeps its own row names
-    # what differs trains apart: Table 4's other batches, DirectPred's own predictors, Fig. 5's runs
+    # what differs trains apart: Table 4's other batches and its SimCLR / MoCo rows, DirectPred's own predictors,
+    # Fig. 5's runs
     dirs = [p.dir for e in plans.values() for p in e.values()]
-    assert len(set(dirs)) == 20
+    assert len(set(dirs)) == 26
     assert plans["table4"]["byol_gsg_b64"].config.optim.batch_size == 64
     assert plans["directpred"]["byol_directpred"].config.model.directpred_rho == 0.3
 
@@ -321,7 +322,8 @@ def test_experiment_definitions_follow_the_paper() -> None:
     assert fig5.preset == "cifar10" and fig5.base["optim"]["epochs"] == 400
     assert {r.overrides["model"]["predictor"] for r in fig5.runs} == {"none"}
     t4 = get_experiment("table4", "full")
-    assert t4.preset == "imagenet" and sorted(r.overrides["optim"]["batch_size"] for r in t4.runs) == [
+    assert t4.preset == "imagenet" and sorted(r.overrides["optim"]["batch_size"] for r in t4.runs
+                                              if r.name.split("_")[0] in ("simsiam", "byol")) == [
         256, 256, 512, 512, 1024, 1024]
     cpu4 = plan_runs(get_experiment("table4", "cpu"), 1, Path("o"))
     assert {p.config.optim.batch_size: p.config.optim.lr for p in cpu4} == {256: None, 128: None, 64: None}
@@ -361,3 +363,55 @@ def test_full_scale_launch_gives_one_torchrun_command_per_run() -> None:
         full_scale_launch("table1", 3)
     with pytest.raises(ConfigError, match="nproc"):
         full_scale_launch("table1", 0)
+
+
+def test_table4_has_simclr_and_moco_rows_and_compares_ranges() -> None:
+    for scale, batches, moco_batch in (("cpu", (256, 128, 64), 64), ("full", (1024, 512, 256), 256)):
+        exp = get_experiment("table4", scale)
+        plans = {p.run.name: p for p in plan_runs(exp, 1, Path("o"))}
+        for b in batches:
+            simclr, moco = plans[f"simclr_b{b}"].config, plans[f"moco_q{b}"].config
+            assert (simclr.ssl.method, simclr.optim.batch_size, simclr.ssl.stop_gradient) == ("simclr", b, "none")
+            # MoCo's negatives are its queue: queue b stands for the paper's b, at MoCo's batch (256 -> 64 on cpu)
+            assert (moco.ssl.method, moco.ssl.queue_size, moco.optim.batch_size) == ("moco", b, moco_batch)
+            for c in (simclr, moco):  # SimCLR's head: 2 layers, 128-d output; no predictor
+                assert c.model.proj_layers == 2 and c.model.proj_dim == 128 and c.model.predictor == "none"
+            # the commands rebuild exactly the planned configs through the real parser
+            for name in (f"simclr_b{b}", f"moco_q{b}"):
+                args = build_parser().parse_args(shlex.split(plans[name].command)[1:])
+                again = load_config(preset=args.preset, overrides=_overrides(args))
+                assert runner._config_diffs(plans[name].config.to_dict(), again.to_dict()) == []
+        assert plans["simclr_b64" if scale == "cpu" else "simclr_b256"].config.ssl.temperature is None  # by size
+        kinds = [c.kind for c in exp.claims]
+        assert kinds.count("range") == 2 and kinds.count("range_less") == 4
+        # the paper's contrastive numbers stay the paper's
+        assert exp.paper["table4_contrastive"]["SimCLR (Chen et al.)"][256] == 57.5
+
+    exp = get_experiment("table4", "cpu")
+
+    def variants(accs: dict[str, tuple[float, float, float]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for prefix, vals in accs.items():
+            for b, v in zip((256, 128, 64), vals, strict=True):
+                out[f"{prefix}{b}"] = {"label": prefix, "group": prefix, "metrics": {
+                    "linear": {"mean": v, "std": None, "n": 1}, "knn": {"mean": v - 5, "std": None, "n": 1}}}
+        return out
+
+    v = variants({"simsiam_gsg_b": (70.0, 70.5, 69.8), "byol_gsg_b": (71.0, 70.0, 72.5),
+                  "simclr_b": (65.0, 62.0, 58.0), "moco_q": (60.0, 59.0, 59.5)})
+    claims = {c["claim"]: c for c in runner.check_claims(exp, v)}
+    got = {(k.split(" w/")[0], "SimCLR" in k, "MoCo" in k): c["verdict"] for k, c in claims.items()
+           if c["kind"] == "range_less"}
+    # SimSiam range 0.7 < SimCLR 7.0 and < MoCo 1.0; BYOL range 2.5 < SimCLR 7.0 but > MoCo 1.0
+    assert got == {("SimSiam", True, False): "holds", ("SimSiam", False, True): "holds",
+                   ("BYOL", True, False): "holds", ("BYOL", False, True): "does not hold"}
+    assert any(c["ours"] == "range 2.5 vs 1.0 points" for c in claims.values())
+    missing = {k: c for k, c in v.items() if not k.startswith("moco")}
+    assert {c["verdict"] for c in runner.check_claims(exp, missing) if "MoCo" in c["claim"]} == {"n/a"}
+    # the report keeps the paper's quoted contrastive rows apart from ours
+    res = {"experiment": "table4", "scale": "cpu", "variants": v, "paper": exp.paper, "knn_metric": exp.knn_metric,
+           "dataset_name": "synthetic"}
+    md = results_table(res)
+    assert "| Explicit contrastive | SimCLR (Chen et al.) | paper: ImageNet linear | 62.8 |" in md
+    assert "| Explicit contrastive | SimCLR (ours: batch b) |" in md and "| 65.0 | 62.0 | 58.0 |" in md
+    assert "MoCo v2 (ours: queue b, batch 64)" in md

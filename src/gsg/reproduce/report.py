@@ -18,6 +18,7 @@ from gsg.reproduce.experiments import (
     PAPER_TABLE4_CONTRASTIVE,
     PREDICTOR_LABEL,
     TABLE4_BATCHES,
+    TABLE4_MOCO_BATCH,
     TABLE4_PAPER_B,
     Experiment,
 )
@@ -139,6 +140,15 @@ def _table4(res: dict[str, Any]) -> str:
                      *(_metric(res, f"{m}_gsg_b{b}", "linear") for b in ours_b)])
         rows.append(["Implicit contrastive", label, f"{o}: kNN ({_knn_label(res)})",
                      *(_metric(res, f"{m}_gsg_b{b}", "knn") for b in ours_b)])
+    # our own SimCLR / MoCo v2 runs, apart from the paper's quoted contrastive numbers above
+    for prefix, label in (("simclr_b", "SimCLR (ours: batch b)"),
+                          ("moco_q", f"MoCo v2 (ours: queue b, batch {TABLE4_MOCO_BATCH[res['scale']]})")):
+        if not any(f"{prefix}{b}" in res["variants"] for b in ours_b):
+            continue  # results made before these rows existed
+        rows.append(["Explicit contrastive", label, f"{o}: linear", *(_metric(res, f"{prefix}{b}", "linear")
+                                                                     for b in ours_b)])
+        rows.append(["Explicit contrastive", label, f"{o}: kNN ({_knn_label(res)})",
+                     *(_metric(res, f"{prefix}{b}", "knn") for b in ours_b)])
     return table(headers, rows)
 
 
@@ -324,12 +334,14 @@ def plot_batch_sizes(res: dict[str, Any], path: Path) -> Path:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 4.0))
     batches = TABLE4_BATCHES[res["scale"]]
-    for j, (m, label) in enumerate((("simsiam", "SimSiam w/ GSG"), ("byol", "BYOL w/ GSG"))):
+    lines = (("simsiam_gsg_b", "SimSiam w/ GSG"), ("byol_gsg_b", "BYOL w/ GSG"), ("simclr_b", "SimCLR"),
+             ("moco_q", "MoCo v2 (b = queue)"))
+    for j, (prefix, label) in enumerate(lines):
         color = plt.get_cmap("tab10")(j)
         for metric, style in (("linear", "-o"), ("knn", "--s")):
             xs, ys = [], []
             for b in sorted(batches):
-                stat = res["variants"].get(f"{m}_gsg_b{b}", {}).get("metrics", {}).get(metric, {})
+                stat = res["variants"].get(f"{prefix}{b}", {}).get("metrics", {}).get(metric, {})
                 if stat.get("mean") is not None:
                     xs.append(b)
                     ys.append(stat["mean"])

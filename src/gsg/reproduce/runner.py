@@ -609,6 +609,14 @@ def _verdict(c: Claim, variants: dict[str, Any], chance: float) -> dict[str, Any
         spread = max(vals) - min(vals)  # type: ignore[type-var,operator]
         return {"verdict": "holds" if spread <= c.tol else "does not hold",
                 "ours": f"range {spread:.1f} points ({' / '.join(f'{v:.1f}' for v in vals)})"}  # type: ignore[str-format]
+    if c.kind == "range_less":
+        mine, other = ([_mean(variants, r, c.metric) for r in rs] for rs in (c.runs, c.other))
+        if any(v is None for v in (*mine, *other)):
+            return {"verdict": "n/a", "ours": "missing"}
+        r_mine = max(mine) - min(mine)  # type: ignore[type-var,operator]
+        r_other = max(other) - min(other)  # type: ignore[type-var,operator]
+        return {"verdict": "holds" if r_mine < r_other else "does not hold",
+                "ours": f"range {r_mine:.1f} vs {r_other:.1f} points"}
     a = _mean(variants, c.a, c.metric)
     if a is None:
         return {"verdict": "n/a", "ours": "missing"}
