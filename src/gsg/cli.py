@@ -90,6 +90,29 @@ def build_parser() -> argparse.ArgumentParser:
                    "(for torchrun --max-restarts)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
+    bl = sub.add_parser("baselines", help="raw-pixel and random-init kNN / linear probe under a result's protocol",
+                        allow_abbrev=False)
+    bl.set_defaults(_parser=bl, func=cmd_baselines)
+    bl.add_argument("checkpoint", type=Path, nargs="?",
+                    help="take dataset, size, normalisation and architecture from this checkpoint (and print its "
+                         "own kNN beside the baselines)")
+    bl.add_argument("--dataset", help="without a checkpoint: the dataset (its train/test splits)")
+    bl.add_argument("--data-dir")
+    bl.add_argument("--backbone", default="resnet18", help="without a checkpoint: the architecture")
+    bl.add_argument("--width", type=float, default=1.0)
+    bl.add_argument("--image-size", type=int, help="without a checkpoint: default the dataset's own size")
+    bl.add_argument("--k", type=int, default=200)
+    bl.add_argument("--temperature", type=float, default=0.1)
+    bl.add_argument("--train-subset", type=int, help="kNN bank: a fixed subset of the train split")
+    bl.add_argument("--test-subset", type=int)
+    bl.add_argument("--no-linear", action="store_true", help="kNN only (skip the feature-mode linear probe)")
+    bl.add_argument("--linear-epochs", type=int, default=90)
+    bl.add_argument("--linear-train-subset", type=int)
+    bl.add_argument("--lr", type=float, help="the probe's base lr (default: the probe protocol's)")
+    bl.add_argument("--seeds", type=int, default=3, help="random-init networks to average")
+    bl.add_argument("--device", default="auto")
+    bl.add_argument("--out", type=Path, help="JSON file (default: baselines.json next to the checkpoint)")
+
     k = sub.add_parser("knn", help="kNN accuracy of a checkpoint's backbone (weighted k=200 and k=1)",
                        allow_abbrev=False)
     k.set_defaults(_parser=k, func=cmd_knn)
@@ -297,6 +320,47 @@ def cmd_knn(args: argparse.Namespace) -> int:
     print(f"{result['dataset']}: kNN (k={args.k}, T={args.temperature}) {result['knn_k' + str(args.k)]:.2f}%, "
           f"kNN (k=1) {result['knn_k1']:.2f}%  [{result['train_size']} train, {result['test_size']} test]")
     print(f"result: {result['result_file']}")
+    return 0
+
+
+def cmd_baselines(args: argparse.Namespace) -> int:
+    from gsg.errors import ConfigError
+    from gsg.eval.baselines import Protocol, evaluate_backbone, evaluate_baselines, format_rows, protocol_splits
+
+    common = {"train_subset": args.train_subset, "test_subset": args.test_subset, "k": args.k,
+              "temperature": args.temperature, "linear": not args.no_linear, "linear_epochs": args.linear_epochs,
+              "linear_lr": args.lr, "linear_train_subset": args.linear_train_subset}
+    learned = None
+    if args.checkpoint is not None:
+        from gsg.checkpoint import load_backbone
+        from gsg.models.embed import resolve_device
+
+        backbone, ckpt = load_backbone(args.checkpoint)
+        proto = Protocol.from_checkpoint(ckpt, **common, **({"data_dir": args.data_dir} if args.data_dir else {}))
+        train, test = protocol_splits(proto)
+        learned = evaluate_backbone(backbone, proto, train, test, device=resolve_device(args.device))
+    else:
+        if not args.dataset:
+            raise ConfigError("gsg baselines needs a CHECKPOINT or --dataset NAME (with --backbone/--width)")
+        from gsg.data.datasets import load_dataset
+        from gsg.models.backbones import CIFAR_STEM_MAX_SIZE
+
+        ds = load_dataset(args.dataset, "train", data_dir=args.data_dir, download=False, image_size=args.image_size)
+        spec = {"arch": args.backbone, "width": args.width, "in_channels": ds.channels,
+                "cifar_stem": ds.image_size <= CIFAR_STEM_MAX_SIZE}
+        proto = Protocol(dataset=args.dataset, image_size=ds.image_size, mean=ds.mean, std=ds.std, backbone=spec,
+                         data_dir=args.data_dir, **common)
+    res = evaluate_baselines(proto, seeds=range(args.seeds), device=args.device)
+    metrics = [f"knn_k{args.k}", "knn_k1"] + ([] if args.no_linear else ["linear_top1"])
+    print(f"{proto.dataset} at {proto.image_size} px, {proto.backbone['arch']} width {proto.backbone['width']}: "
+          f"kNN k={args.k}, T={args.temperature}" + ("" if args.no_linear else
+                                                    f"; linear probe: features, {args.linear_epochs} epochs"))
+    print("\n".join(format_rows(learned, res, metrics)))
+    out = args.out or (args.checkpoint.with_name("baselines.json") if args.checkpoint else Path("baselines.json"))
+    record = {"protocol": {k: v for k, v in vars(proto).items()}, "learned": learned, "baselines": res,
+              "command": args.command_line}
+    out.write_text(json.dumps(record, indent=1, default=str) + "\n")
+    print(f"result: {out}")
     return 0
 
 
