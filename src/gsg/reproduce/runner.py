@@ -53,6 +53,7 @@ from gsg.reproduce.experiments import (
     get_experiment,
     run_overrides,
 )
+from gsg.reproduce.stats import fmt_difference, paired_difference
 from gsg.train.loop import CHECKPOINT_NAME, pretrain
 
 log = logging.getLogger("gsg.reproduce")
@@ -581,6 +582,8 @@ def aggregate(exp: Experiment, records: list[dict[str, Any]]) -> dict[str, Any]:
                 for r in recs]
         metrics = {m: mean_std([p[m] for p in per]) for m in per[0]}
         metrics["knn_best"] = mean_std(best)
+        for m, vals in [*((m, [p[m] for p in per]) for m in per[0]), ("knn_best", best)]:
+            metrics[m]["by_seed"] = {int(r["seed"]): v for r, v in zip(recs, vals, strict=True)}
         variants[run.name] = {"label": run.label, "group": run.group, "seeds": [r["seed"] for r in recs],
                               "status": sorted({r.get("status", "ok") for r in recs}), "metrics": metrics,
                               "curve": {"knn": _curve(recs, exp.knn_metric), "z_std": _curve(recs, "z_std")},
@@ -601,6 +604,11 @@ def _mean(variants: dict[str, Any], name: str, metric: str) -> float | None:
     return variants.get(name, {}).get("metrics", {}).get(metric, {}).get("mean")
 
 
+def _by_seed(variants: dict[str, Any], name: str, metric: str) -> dict[int, float | None]:
+    by = variants.get(name, {}).get("metrics", {}).get(metric, {}).get("by_seed", {})
+    return {int(k): v for k, v in by.items()}
+
+
 def _verdict(c: Claim, variants: dict[str, Any], chance: float) -> dict[str, Any]:
     if c.kind == "range":
         vals = [_mean(variants, r, c.metric) for r in c.runs]
@@ -619,11 +627,18 @@ def _verdict(c: Claim, variants: dict[str, Any], chance: float) -> dict[str, Any
     b = _mean(variants, c.b, c.metric)
     if b is None:
         return {"verdict": "n/a", "ours": "missing"}
-    if c.kind == "greater":
-        return {"verdict": "holds" if a > b else "does not hold", "ours": f"{a:.1f} vs {b:.1f} ({a - b:+.1f})"}
-    if c.kind == "close":
-        return {"verdict": "holds" if abs(a - b) <= c.tol else "does not hold",
-                "ours": f"{a:.1f} vs {b:.1f} ({a - b:+.1f})"}
+    diff = paired_difference(_by_seed(variants, c.a, c.metric), _by_seed(variants, c.b, c.metric))
+    ours = f"{a:.1f} vs {b:.1f}; paired difference {fmt_difference(diff)}"
+    if c.kind == "greater":  # it holds only when the difference counts (gsg.reproduce.stats)
+        verdict = {"+": "holds", "-": "does not hold (reversed)", "=": "no difference that counts",
+                   "?": "n/a"}[diff["direction"]]
+        return {"verdict": verdict, "ours": ours, "difference": diff}
+    if c.kind == "close":  # the whole interval (one seed: the difference) within ±tol
+        lo, hi = (diff["lo"], diff["hi"]) if diff["lo"] is not None else (diff["mean"], diff["mean"])
+        if lo is None or hi is None:
+            return {"verdict": "n/a", "ours": "missing"}
+        return {"verdict": "holds" if -c.tol <= lo and hi <= c.tol else "does not hold", "ours": ours,
+                "difference": diff}
     raise ConfigError(f"unknown claim kind {c.kind!r}")
 
 
