@@ -85,6 +85,9 @@ def test_table1_end_to_end_skips_finished_runs_and_resumes_an_interrupted_one(
     assert trained == ["byol_gsg-s0"]
     done = json.loads((runs / "byol_gsg-s0" / "done.json").read_text())
     assert [h["epoch"] for h in done["history"]] == [1, 2]  # continued, not restarted
+    # the final kNN is the full protocol: the whole train and test splits, not the online monitor's subsets
+    knn = done["evals"]["knn"]
+    assert knn["settings"]["protocol"] == "full splits" and knn["train_size"] > TINY["run"]["knn_train_subset"]
     assert done["history"][0]["loss"] == pytest.approx(partial[0]["loss"])
     assert done["times"]["resumed_from_epoch"] == 1
     how = {r["key"]: r["how"] for r in res["runs"]}
@@ -286,8 +289,8 @@ def test_dry_run_lists_the_commands_and_trains_nothing(tmp_path: Path, monkeypat
     assert res["estimated_s"] < CPU_BUDGET_S and "gsg reproduce fig4 --scale cpu" in res["commands_md"]
     full = reproduce("table1", scale="full", out=tmp_path / "t1", dry_run=True)
     assert len(full["runs"]) == 12 and full["seeds"] == 3  # 4 algorithms × 3 seeds, as the paper
-    assert all("--preset cifar10" in r["command"] and "--mode augment" in r["eval_commands"][0]
-               for r in full["runs"])
+    assert all("--preset cifar10" in r["command"] and r["eval_commands"][0].startswith("gsg knn ")
+               and "--mode augment" in r["eval_commands"][1] for r in full["runs"])
     assert len(full["launch"]) == 12 and "torchrun" in full["commands_md"]
 
 
