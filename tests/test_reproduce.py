@@ -96,6 +96,13 @@ def test_table1_end_to_end_skips_finished_runs_and_resumes_an_interrupted_one(
 
     # results.json: every run, the aggregated metrics and the paper's numbers
     saved = json.loads((out / "results.json").read_text())
+    # the baselines of the same protocol, measured once and kept beside the runs
+    base = saved["baselines"]["results"]
+    assert set(base) == {"raw_pixels", "random_init"} and len(base["random_init"]["seeds"]) == 3
+    assert all(0 < base[b]["knn_k200"] <= 100 and "linear_top1" in base[b] for b in base)
+    assert len(list((runs / "baselines").glob("*.json"))) == 1
+    md = (out / "results.md").read_text()
+    assert "### Baselines under the same protocol" in md and "| raw pixels |" in md
     assert saved["complete"] is True and saved["experiment"] == "table1" and saved["scale"] == "cpu"
     assert list(saved["variants"]) == ["simsiam", "simsiam_gsg", "byol", "byol_gsg"]
     for v in saved["variants"].values():

@@ -188,6 +188,41 @@ def results_table(res: dict[str, Any]) -> str:
     raise KeyError(name)
 
 
+BASELINE_METRICS = (("knn_k200", "knn_k200", "kNN k=200"), ("knn_k1", "knn_k1", "kNN k=1"),
+                    ("linear", "linear_top1", "linear"))
+
+
+def baselines_section(res: dict[str, Any]) -> list[str]:
+    """The raw-pixel and random-init rows of the same protocol, and every variant's gain over each."""
+    b = res.get("baselines")
+    if not b:
+        return []
+    if "error" in b:
+        return ["### Baselines", "", f"Not measured: {b['error']}", ""]
+    base = b["results"]
+    have = [(ours, theirs, head) for ours, theirs, head in BASELINE_METRICS
+            if any(theirs in r for r in base.values())]
+    rows = [[r["label"] + (f" ({len(r['seeds'])} seeds)" if len(r.get("seeds") or []) > 1 else ""),
+             *(fmt(r.get(theirs), r.get(f"{theirs}_std") or None) for _, theirs, _ in have)]
+            for r in base.values()]
+    gain_rows = []
+    for v in res["variants"].values():
+        cells = []
+        for ours, theirs, _ in have:
+            mean = v["metrics"].get(ours, {}).get("mean")
+            cells.append(DASH if mean is None else " / ".join(
+                f"{mean - r[theirs]:+.1f}" if theirs in r else DASH for r in base.values()))
+        gain_rows.append([v["label"], *cells])
+    names = " / ".join(r["label"] for r in base.values())
+    return ["### Baselines under the same protocol", "",
+            "A learned number counts only above these: the same kNN (whole train split as bank, whole test split) "
+            "and linear probe, on raw pixels and on a randomly initialised backbone of the runs' architecture "
+            f"(eval-mode BatchNorm with its default statistics). Command: `{b.get('command', '')}`.", "",
+            table(["baseline", *(h for _, _, h in have)], rows), "",
+            f"Gain of each variant over {names} (points):", "",
+            table(["variant", *(h for _, _, h in have)], gain_rows), ""]
+
+
 def results_markdown(res: dict[str, Any], exp: Experiment) -> str:
     t = res["timing"]
     est = (f" (estimate on 2 CPU cores, {res.get('jobs', 1)} run(s) at a time: {minutes(t['estimated_s'])})"
@@ -210,6 +245,7 @@ def results_markdown(res: dict[str, Any], exp: Experiment) -> str:
         "",
         results_table(res),
         "",
+        *baselines_section(res),
         "## The paper's claims, checked on our numbers",
         "",
         table(["claim", "ours", "verdict"], [[c["claim"], c["ours"], c["verdict"]] for c in res["claims"]]),
