@@ -25,7 +25,7 @@ from gsg.errors import ConfigError
 
 Overrides = dict[str, dict[str, Any]]
 
-EXPERIMENTS: tuple[str, ...] = ("table1", "fig4", "fig5", "table4", "tsne", "directpred")
+EXPERIMENTS: tuple[str, ...] = ("table1", "fig4", "fig5", "table4", "tsne", "directpred", "crops")
 SCALES: tuple[str, ...] = ("cpu", "full")
 EVALS: tuple[str, ...] = ("knn", "linear", "tsne")
 
@@ -41,10 +41,15 @@ class RunDef:
     # Directory name when the run is the same training as another experiment's (Table 4's default batch is
     # Table 1's GSG run): with a shared --runs directory it is trained once. Empty: the name.
     dir_name: str = ""
+    max_seeds: int | None = None  # at most this many seeds, whatever --seeds asks (the four-crop control's 1-seed rows)
+    epochs_factor: int = 1  # train for this multiple of the experiment's epochs
 
     @property
     def key_name(self) -> str:
         return self.dir_name or self.name
+
+    def seeds(self, requested: int) -> int:
+        return requested if self.max_seeds is None else min(requested, self.max_seeds)
 
 
 @dataclass(frozen=True)
@@ -181,7 +186,7 @@ CPU_BASE: Overrides = {
     "data": {"dataset": "fashion-mnist", "subset": 1024},
     "model": {"backbone": "resnet18", "width": 0.25, "proj_dim": 512, "pred_hidden": 128},
     # The cifar10 preset's BYOL target: a constant 0.99 momentum, as the GSG authors' code.
-    "ssl": {"ema_momentum": 0.99, "ema_schedule": "constant", "views": "reuse"},
+    "ssl": {"ema_momentum": 0.99, "ema_schedule": "constant"},
     "optim": {"epochs": CPU_EPOCHS, "batch_size": 128, "lr": None, "base_lr": 0.12, "schedule": "constant",
               "weight_decay": 5e-4},
     "run": {"knn_every": 2, "knn_train_subset": 2000, "knn_test_subset": 1000, "progress": False,
@@ -199,6 +204,9 @@ IMAGENET_DATASET = "ImageNet (image folder given by data.data_dir)"
 
 # Static notes; the runner adds the ones that depend on the resolved settings (kNN bank, linear probe).
 # "{dataset}" is replaced by the dataset the runs trained on.
+CROPS_NOTE = ("As in the paper and the authors' code, the symmetric baselines see 2 crops per image and GSG, random "
+              "and reverse stop-gradient 4 (`views = fresh`, twice the encoder passes per step); "
+              "`gsg reproduce crops` separates GSG's effect from the extra crops.")
 CPU_NOTES: tuple[str, ...] = (
     "Scale `cpu`: every number in the *ours* columns was measured by this command on {dataset} with a small "
     "ResNet-18 on CPU. The paper's numbers are on CIFAR-10 / ImageNet with full-size ResNets and far longer "
@@ -206,10 +214,12 @@ CPU_NOTES: tuple[str, ...] = (
     "i.e. the paper's claims.",
     "One seed by default at cpu scale (`--seeds N` for more): a difference of a point or two between "
     "variants is within seed-to-seed noise.",
+    CROPS_NOTE,
 )
 FULL_NOTES: tuple[str, ...] = (
     "Scale `full`: the paper's settings; every number in the *ours* columns was measured by this command on "
     "{dataset}.",
+    CROPS_NOTE,
 )
 
 
@@ -223,7 +233,10 @@ def _merge(*layers: Overrides | None) -> Overrides:
 
 
 def _sg(method: str, stop_gradient: str, **more: dict[str, Any]) -> Overrides:
-    return _merge({"ssl": {"method": method, "stop_gradient": stop_gradient}}, more)
+    """A run as the paper trains it: the symmetric baselines on 2 crops per image (``TwoCropsTransform``), GSG and
+    its random / reverse ablations on 4 (the authors' ``FourCropsTransform``: ``views = fresh``)."""
+    views = "reuse" if stop_gradient == "symmetric" else "fresh"
+    return _merge({"ssl": {"method": method, "stop_gradient": stop_gradient, "views": views}}, more)
 
 
 NAMES = {"simsiam": "SimSiam", "byol": "BYOL"}
@@ -399,8 +412,70 @@ def _directpred(scale: str) -> Experiment:
                              "Table 8."))
 
 
+# The four-crop control (issue: does GSG help beyond its extra crops?). name suffix -> (stop-gradient, views,
+# epochs factor, label). "fresh" = 4 crops per image (the authors' scheme), "reuse" = 2 crops (GSG on disjoint
+# matched pairs). The symmetric 2-crop run at 2x epochs has the encoder passes of a 4-crop run.
+CROP_VARIANTS: dict[str, tuple[str, str, int, str]] = {
+    "sym2": ("symmetric", "reuse", 1, "symmetric, 2 crops"),
+    "sym4": ("symmetric", "fresh", 1, "symmetric, 4 crops"),
+    "gsg4": ("guided", "fresh", 1, "GSG, 4 crops (the authors' scheme)"),
+    "gsg2": ("guided", "reuse", 1, "GSG, 2 crops (matched pairs)"),
+    "sym2x2": ("symmetric", "reuse", 2, "symmetric, 2 crops, 2× epochs"),
+    "random4": ("random", "fresh", 1, "random sg, 4 crops"),
+}
+CROP_RUNS = {"simsiam": ("sym2", "sym4", "gsg4", "gsg2", "sym2x2", "random4"), "byol": ("sym2", "sym4", "gsg4", "gsg2")}
+CROP_SEEDED = {("simsiam", v) for v in ("sym2", "sym4", "gsg4", "gsg2", "sym2x2")}  # 3 seeds; the rest 1
+# the runs Table 1 / Fig. 4 train too (same config): trained once with a shared --runs directory
+CROP_SHARED = {"sym2": "", "gsg4": "_gsg", "random4": "_random"}
+
+
+def _crops(scale: str) -> Experiment:
+    runs = []
+    for m, variants in CROP_RUNS.items():
+        for v in variants:
+            sg, views, factor, label = CROP_VARIANTS[v]
+            shared = f"{m}{CROP_SHARED[v]}" if v in CROP_SHARED else ""
+            runs.append(RunDef(f"{m}_{v}", f"{NAMES[m]}, {label}", NAMES[m],
+                               {"ssl": {"method": m, "stop_gradient": sg, "views": views,
+                                        **({"pairing": "matching"} if v == "gsg2" else {})}},
+                               dir_name=shared, max_seeds=None if (m, v) in CROP_SEEDED else 1,
+                               epochs_factor=factor))
+    claims: list[Claim] = []
+    for m in ("simsiam", "byol"):
+        n = NAMES[m]
+        for metric in ("knn", "linear"):
+            claims += [
+                Claim(f"{n}, the authors' comparison: GSG on 4 crops > symmetric on 2 ({metric})", "greater",
+                      f"{m}_gsg4", f"{m}_sym2", metric=metric),
+                Claim(f"{n}, equal crops: GSG on 4 crops > symmetric on 4 ({metric})", "greater", f"{m}_gsg4",
+                      f"{m}_sym4", metric=metric),
+                Claim(f"{n}, equal crops: GSG on 2 crops (matched) > symmetric on 2 ({metric})", "greater",
+                      f"{m}_gsg2", f"{m}_sym2", metric=metric),
+                Claim(f"{n}, crops alone: symmetric on 4 crops > symmetric on 2 ({metric})", "greater", f"{m}_sym4",
+                      f"{m}_sym2", metric=metric)]
+            if m == "simsiam":
+                claims += [
+                    Claim(f"{n}, equal encoder passes: GSG on 4 crops > symmetric on 2 at 2× epochs ({metric})",
+                          "greater", f"{m}_gsg4", f"{m}_sym2x2", metric=metric),
+                    Claim(f"{n}, 4 crops: GSG > random sg ({metric})", "greater", f"{m}_gsg4", f"{m}_random4",
+                          metric=metric)]
+    common: dict[str, Any] = {"name": "crops", "scale": scale,
+                              "title": "The four-crop control: GSG's effect apart from its extra crops",
+                              "paper_ref": "GSG paper, Table 1 and Appendix A (the authors' four crops)",
+                              "runs": tuple(runs), "evals": ("knn", "linear"), "knn_metric": "knn_k200",
+                              "chance": 10.0, "claims": tuple(claims), "default_seeds": 3,
+                              "paper": {"table1": PAPER_TABLE1}}
+    note = ("SimSiam's five main variants run 3 seeds (paired differences with 95% intervals); random sg and the "
+            "BYOL rows 1 seed. 'symmetric, 2 crops, 2× epochs' has the encoder passes of a 4-crop run.")
+    if scale == "cpu":
+        return Experiment(**common, preset=None, base=CPU_BASE, dataset_label=CPU_DATASET, linear=CPU_LINEAR,
+                          notes=(*CPU_NOTES, note))
+    return Experiment(**common, preset="cifar10", base={"optim": {"epochs": 200}}, dataset_label=CIFAR_DATASET,
+                      linear=FULL_LINEAR, notes=(*FULL_NOTES, note))
+
+
 _BUILDERS = {"table1": _table1, "fig4": _fig4, "fig5": _fig5, "table4": _table4, "tsne": _tsne,
-             "directpred": _directpred}
+             "directpred": _directpred, "crops": _crops}
 
 
 def _check_choice(what: str, value: str, valid: tuple[str, ...]) -> None:

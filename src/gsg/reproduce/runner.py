@@ -209,6 +209,14 @@ def _check_not_varied(exp: Experiment, cfg_over: Overrides) -> None:
                                   "overrides, or train the variant you want with gsg pretrain")
 
 
+def _with_epochs_factor(exp: Experiment, run: RunDef, overrides: Overrides) -> Overrides:
+    """``run.epochs_factor`` × the epochs the run would otherwise train (preset, base and overrides)."""
+    if run.epochs_factor == 1:
+        return overrides
+    epochs = load_config(preset=exp.preset, overrides=overrides).optim.epochs
+    return _merge(overrides, {"optim": {"epochs": epochs * run.epochs_factor}})
+
+
 def plan_runs(exp: Experiment, seeds: int, out: Path, device: str = "auto",
               base_overrides: dict[str, Any] | None = None, runs_dir: Path | None = None) -> list[PlannedRun]:
     """Every run × seed of ``exp`` with its resolved config and the commands that reproduce it by hand.
@@ -221,11 +229,11 @@ def plan_runs(exp: Experiment, seeds: int, out: Path, device: str = "auto",
     linear, tsne = _eval_settings(exp, extra)
     plans: list[PlannedRun] = []
     for run in exp.runs:
-        for seed in range(seeds):
+        for seed in range(run.seeds(seeds)):
             key = f"{run.key_name}-s{seed}"
             rdir = root / key
             dev = {"run": {"device": device}} if device != "auto" else {}
-            overrides = _merge(run_overrides(exp, run), cfg_over, dev)
+            overrides = _with_epochs_factor(exp, run, _merge(run_overrides(exp, run), cfg_over, dev))
             cfg = load_config(preset=exp.preset, overrides=_merge(overrides, {"run": {"seed": seed,
                                                                                       "out": str(rdir)}}))
             command = shlex.join(["gsg", "pretrain", *pretrain_args(exp.preset, overrides, seed, rdir)])
@@ -267,8 +275,8 @@ def full_scale_launch(experiment: str, nproc: int, *, out: str | os.PathLike[str
     cfg_over, _ = _split_overrides(base_overrides)
     cmds = []
     for run in exp.runs:
-        overrides = _merge(run_overrides(exp, run), cfg_over)
-        for seed in range(n):
+        overrides = _with_epochs_factor(exp, run, _merge(run_overrides(exp, run), cfg_over))
+        for seed in range(run.seeds(n)):
             rdir = root / f"{run.key_name}-s{seed}"
             cfg = load_config(preset=exp.preset, overrides=overrides)
             if cfg.optim.batch_size % nproc:
