@@ -398,3 +398,32 @@ def test_four_crop_control_names_its_variants_and_shares_runs_with_table1(tmp_pa
         assert by[key].to_dict() == t1[key].to_dict()
     names = {c.a for c in exp.claims} | {c.b for c in exp.claims}
     assert names <= {r.name for r in exp.runs}
+
+
+def test_crops_table_and_baseline_section_render_given_numbers() -> None:
+    from gsg.reproduce.report import baselines_section
+
+    exp = get_experiment("crops", "cpu")
+    records = []
+    for name, k200 in (("simsiam_sym2", (80.0, 81.0, 80.5)), ("simsiam_gsg4", (83.0, 84.5, 83.5))):
+        for seed in (0, 1, 2):
+            records.append({"name": name, "seed": seed, "status": "ok", "history": [{"epoch": 1, "z_std": 0.9}],
+                            "final": {}, "evals": {"knn": {"knn_k200": k200[seed], "knn_k1": 85.0},
+                                                   "linear": {"top1": 88.0}}})
+    variants = runner.aggregate(exp, records)
+    claims = {c["claim"]: c for c in runner.check_claims(exp, variants)}
+    authors = claims["SimSiam, the authors' comparison: GSG on 4 crops > symmetric on 2 (knn)"]
+    assert authors["verdict"] == "holds" and authors["difference"]["mean"] == pytest.approx(3.1666666, abs=1e-6)
+    assert claims["SimSiam, equal crops: GSG on 4 crops > symmetric on 4 (knn)"]["verdict"] == "n/a"
+    res = {"experiment": "crops", "scale": "cpu", "dataset_name": "Fashion-MNIST", "knn_metric": "knn_k200",
+           "variants": variants, "paper": exp.paper, "chance": 10.0,
+           "baselines": {"command": "gsg baselines ...", "results": {
+               "raw_pixels": {"label": "raw pixels", "seeds": [], "knn_k200": 81.78, "knn_k1": 85.64,
+                              "linear_top1": 84.0},
+               "random_init": {"label": "random-init backbone", "seeds": [0, 1, 2], "knn_k200": 75.2,
+                               "knn_k200_std": 0.8, "knn_k1": 78.1, "linear_top1": 80.0}}}}
+    md = results_table(res)
+    assert "| SimSiam, GSG, 4 crops (the authors' scheme) | 3 | 83.7 ± 0.76 | 85.0 ± 0.00 | 88.0 ± 0.00 |" in md
+    section = "\n".join(baselines_section(res))
+    assert "| random-init backbone (3 seeds) | 75.2 ± 0.80 | 78.1 | 80.0 |" in section
+    assert "| SimSiam, GSG, 4 crops (the authors' scheme) | +1.9 / +8.5 | -0.6 / +6.9 | +4.0 / +8.0 |" in section

@@ -170,6 +170,16 @@ def _directpred(res: dict[str, Any]) -> str:
     return table(headers, rows)
 
 
+def _crops(res: dict[str, Any]) -> str:
+    o = _ours(res)
+    headers = ["Variant", "seeds", f"{o}: kNN (k=200)", f"{o}: kNN (k=1)", f"{o}: linear", f"{o}: std(z/‖z‖)·√d",
+               f"{o}: RankMe(z)"]
+    rows = [[v["label"], str(len(v["seeds"])), _metric(res, name, "knn_k200"), _metric(res, name, "knn_k1"),
+             _metric(res, name, "linear"), _metric(res, name, "z_std", 3), _metric(res, name, "z_rankme")]
+            for name, v in res["variants"].items()]
+    return table(headers, rows)
+
+
 def results_table(res: dict[str, Any]) -> str:
     """The experiment's table in the paper's layout, our columns beside the paper's."""
     name = res["experiment"]
@@ -185,6 +195,8 @@ def results_table(res: dict[str, Any]) -> str:
         return _tsne(res)
     if name == "directpred":
         return _directpred(res)
+    if name == "crops":
+        return _crops(res)
     raise KeyError(name)
 
 
