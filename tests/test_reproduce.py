@@ -163,16 +163,17 @@ def test_experiments_sharing_a_runs_directory_train_their_common_runs_once(tmp_p
     plans = {e: {p.run.name: p for p in plan_runs(get_experiment(e, "cpu"), 1, tmp_path / e, runs_dir=runs)}
              for e in ("table1", "fig4", "table4", "directpred", "tsne", "fig5")}
     same = [("fig4", "simsiam_gsg", "simsiam_gsg"), ("tsne", "byol", "byol"),
-            ("table4", "simsiam_gsg_b128", "simsiam_gsg"), ("table4", "byol_gsg_b128", "byol_gsg"),
-            ("directpred", "byol_mlp", "byol"), ("directpred", "byol_gsg_mlp", "byol_gsg")]
+            ("table4", "simsiam_gsg_b128", "simsiam_gsg"), ("table4", "byol_gsg_b128", "byol_gsg")]
     for exp, name, t1 in same:
         a, b = plans[exp][name], plans["table1"][t1]
         assert a.dir == b.dir == runs / f"{t1}-s0"
         assert runner._config_diffs(b.config.to_dict(), a.config.to_dict()) == []
         assert a.run.label != b.run.label or exp in ("fig4", "tsne")  # each report keeps its own row names
-    # what differs trains apart: Table 4's other batches, DirectPred's own predictors, Fig. 5's runs
+    # what differs trains apart: Table 4's other batches, DirectPred's runs (no projector output BN, Tian et
+    # al.'s regime), Fig. 5's runs
     dirs = [p.dir for e in plans.values() for p in e.values()]
-    assert len(set(dirs)) == 20
+    assert len(set(dirs)) == 22
+    assert {p.config.model.proj_last_bn for p in plans["directpred"].values()} == {"none"}
     assert plans["table4"]["byol_gsg_b64"].config.optim.batch_size == 64
     assert plans["directpred"]["byol_directpred"].config.model.directpred_rho == 0.3
 

@@ -378,13 +378,15 @@ PREDICTOR_LABEL = {"mlp": "2-layer MLP predictor", "linear": "linear predictor (
 
 
 def _directpred(scale: str) -> Experiment:
-    # DirectPred's settings only on its own runs: the MLP rows are then exactly Table 1's BYOL runs (dir_name).
+    # Tian et al.'s regime: the released code's projector has no output BatchNorm, so the predictor's input
+    # correlation F̂ stays uncentred (after a train-mode BN it would be a Pearson correlation with unit diagonal,
+    # the centred regime they report hurts DirectPred). Every row, the MLP ones too, uses that projector.
     dp = {"directpred_rho": 0.3, "directpred_eps": 0.1, "directpred_freq": 1}
     runs = tuple(
         RunDef(f"byol{SG_SUFFIX[sg]}_{p}", f"BYOL{SG_LABEL[sg]}, {PREDICTOR_LABEL[p]}",
                "BYOL (symmetric)" if sg == "symmetric" else "BYOL w/ GSG",
-               _sg("byol", sg, model={"predictor": p, **(dp if p == "directpred" else {})}),
-               dir_name=f"byol{SG_SUFFIX[sg]}" if p == "mlp" else "")
+               _sg("byol", sg, model={"predictor": p, "proj_last_bn": "none",
+                                      **(dp if p == "directpred" else {})}))
         for sg in ("symmetric", "guided") for p in ("mlp", "linear", "directpred"))
     claims = (Claim("DirectPred > SGD-trained linear predictor (Tian et al. Tables 3, 6, 8)", "greater",
                     "byol_directpred", "byol_linear", metric="linear"),
@@ -402,7 +404,9 @@ def _directpred(scale: str) -> Experiment:
     tian = ("Tian et al. train BYOL with EMA and no predictor bias: STL-10 numbers are ResNet-18, 100 epochs, 5 "
             "seeds (Table 3 'regular' W_p; Table 6 ρ=0.3, ε=0.1); CIFAR-10 numbers are Table 8 (100 epochs). "
             "Our runs keep the GSG paper's CIFAR-10 optimisation (lr 0.06 constant, wd 5e-4, EMA 0.99 "
-            "constant), not Tian et al.'s (lr 0.03, wd 4e-4, EMA 0.996).")
+            "constant), not Tian et al.'s (lr 0.03, wd 4e-4, EMA 0.996), and the ½+½ loss (half the gradient per "
+            "term of their summed 2−2cos). The projector has no output BatchNorm (`proj_last_bn = none`), as "
+            "their released code, so F̂ is the uncentred correlation they prescribe.")
     if scale == "cpu":
         return Experiment(**common, preset=None, base=CPU_BASE, dataset_label=CPU_DATASET, linear=CPU_LINEAR,
                           notes=(*CPU_NOTES, tian))

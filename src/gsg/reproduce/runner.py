@@ -138,14 +138,27 @@ FLAG_FOR: dict[tuple[str, str], str] = {
 }
 
 
+def _is_optional(section: str, key: str) -> bool:
+    import typing
+
+    from gsg.config import Config
+
+    cls = type(getattr(Config(), section, None))
+    hint = typing.get_type_hints(cls).get(key) if dataclasses.is_dataclass(cls) else None
+    return hint is None or type(None) in typing.get_args(hint)
+
+
 def _set_value(section: str, key: str, value: Any) -> str:
     """``value`` as `gsg pretrain --set` parses it back: JSON, or ``none`` for an empty value."""
     if value is None:
         return "none"
     if not isinstance(value, str):
         return json.dumps(value)
+    # "none" reads back as None only for a field that may be empty (gsg.config._coerce); a plain str field such as
+    # model.proj_last_bn keeps it as the string.
+    optional = _is_optional(section, key)
     try:
-        misread = value.lower() in ("none", "null") or not isinstance(json.loads(value), str)
+        misread = (optional and value.lower() in ("none", "null")) or not isinstance(json.loads(value), str)
     except json.JSONDecodeError:
         misread = False
     if misread:
