@@ -216,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     bn = sub.add_parser("bench", help="benchmarks that compare side by side and print ratios (docs/performance.md)",
                         allow_abbrev=False)
     bn.set_defaults(_parser=bn, func=cmd_bench)
-    bn.add_argument("name", choices=["steps", "datapath", "knn", "accuracy", "epoch"])
+    bn.add_argument("name", choices=["steps", "datapath", "knn", "accuracy", "epoch", "cpuscale"])
     bn.add_argument("--device", default="auto")
     bn.add_argument("--quick", action="store_true", help="tiny sizes (seconds), to check the benchmark runs")
     bn.add_argument("--out", type=Path, help="also write the result as JSON")
