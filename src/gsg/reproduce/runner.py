@@ -184,8 +184,11 @@ def pretrain_args(preset: str | None, overrides: Overrides, seed: int, out: Path
     return [*args, "--seed", str(seed), "--out", str(out), "--auto-resume"]
 
 
-KNN_K, KNN_T = 200, 0.1  # the final kNN: weighted k=200 (InstDisc, T=0.1) and k=1, on the full splits
-KNN_SETTINGS = {"protocol": "full splits", "k": KNN_K, "temperature": KNN_T}
+KNN_K = 200  # the final kNN: weighted k=200 (T: the experiment's knn_temperature) and k=1, on the full splits
+
+
+def knn_settings(exp: Experiment) -> dict[str, Any]:
+    return {"protocol": "full splits", "k": KNN_K, "temperature": exp.knn_temperature}
 
 
 def _eval_commands(exp: Experiment, plan_dir: Path, key: str, label: str, linear: LinearDef | None,
@@ -194,7 +197,8 @@ def _eval_commands(exp: Experiment, plan_dir: Path, key: str, label: str, linear
     dev = [] if device == "auto" else ["--device", device]
     cmds: list[str] = []
     if "knn" in exp.evals:
-        cmds.append(shlex.join(["gsg", "knn", ckpt, "--k", str(KNN_K), "--temperature", str(KNN_T), *dev]))
+        cmds.append(shlex.join(["gsg", "knn", ckpt, "--k", str(KNN_K), "--temperature", str(exp.knn_temperature),
+                                *dev]))
     if "linear" in exp.evals and linear is not None:
         sub = [] if linear.train_subset is None else ["--train-subset", str(linear.train_subset)]
         cmds.append(shlex.join(["gsg", "linear", ckpt, "--mode", linear.mode, "--epochs", str(linear.epochs),
@@ -376,20 +380,20 @@ def _run_evals(exp: Experiment, plan: PlannedRun, rec: dict[str, Any], linear: L
     times = rec.setdefault("times", {}).setdefault("evals_s", {})
     changed = False
     ckpt = plan.dir / CHECKPOINT_NAME
-    if "knn" in exp.evals and evals.get("knn", {}).get("settings") != KNN_SETTINGS:
+    if "knn" in exp.evals and evals.get("knn", {}).get("settings") != knn_settings(exp):
         # The final numbers use the full protocol (whole train split as bank, whole test split); the online
         # monitor in the history stays small and only draws the curves.
         t0 = time.perf_counter()
         cmd = next((c for c in plan.eval_commands if c.startswith("gsg knn")), "")
         try:
-            r = knn_evaluate(ckpt, k=KNN_K, temperature=KNN_T, device=device, command=cmd)
-            evals["knn"] = {"settings": KNN_SETTINGS, "knn_k1": r["knn_k1"], f"knn_k{KNN_K}": r[f"knn_k{KNN_K}"],
+            r = knn_evaluate(ckpt, k=KNN_K, temperature=exp.knn_temperature, device=device, command=cmd)
+            evals["knn"] = {"settings": knn_settings(exp), "knn_k1": r["knn_k1"], f"knn_k{KNN_K}": r[f"knn_k{KNN_K}"],
                             "train_size": r["train_size"], "test_size": r["test_size"],
                             "source": "gsg knn: the whole train split as bank, the whole test split",
                             "result_file": r["result_file"]}
         except GsgError as exc:
             log.warning("%s: kNN failed: %s", plan.key, exc)
-            evals["knn"] = {"settings": KNN_SETTINGS, "error": str(exc)}
+            evals["knn"] = {"settings": knn_settings(exp), "error": str(exc)}
         times["knn"] = time.perf_counter() - t0
         changed = True
     if "linear" in exp.evals and linear is not None:
@@ -431,7 +435,7 @@ def _run_evals(exp: Experiment, plan: PlannedRun, rec: dict[str, Any], linear: L
 BASELINE_SEEDS = 3  # random-init networks averaged for the baseline rows
 
 
-def baseline_protocol(plan: PlannedRun, linear: LinearDef | None) -> Protocol:
+def baseline_protocol(plan: PlannedRun, linear: LinearDef | None, temperature: float = 0.1) -> Protocol:
     """The protocol of an experiment's final numbers (full-split kNN, its linear probe) for the baselines."""
     from gsg.data.datasets import load_dataset
     from gsg.models.backbones import CIFAR_STEM_MAX_SIZE
@@ -442,17 +446,17 @@ def baseline_protocol(plan: PlannedRun, linear: LinearDef | None) -> Protocol:
     spec = {"arch": c.model.backbone, "width": c.model.width, "in_channels": ds.channels, "cifar_stem": stem}
     use_linear = linear is not None
     return Protocol(dataset=c.data.dataset, image_size=ds.image_size, mean=ds.mean, std=ds.std, backbone=spec,
-                    data_dir=c.data.data_dir, k=KNN_K, temperature=KNN_T, linear=use_linear,
+                    data_dir=c.data.data_dir, k=KNN_K, temperature=temperature, linear=use_linear,
                     linear_epochs=linear.epochs if linear else 90,
                     linear_train_subset=linear.train_subset if linear else None,
                     extra={"linear_mode": "features"})
 
 
 def experiment_baselines(plans: Sequence[PlannedRun], linear: LinearDef | None, root: Path,
-                         device: str) -> dict[str, Any]:
+                         device: str, temperature: float = 0.1) -> dict[str, Any]:
     """Raw-pixel and random-init numbers under the experiment's protocol, computed once per protocol and kept
     in ``root/baselines/`` (experiments sharing a runs directory and protocol share them)."""
-    proto = baseline_protocol(plans[0], linear)
+    proto = baseline_protocol(plans[0], linear, temperature)
     key = hashlib.sha256(json.dumps(dataclasses.asdict(proto), sort_keys=True, default=str).encode()).hexdigest()[:12]
     path = root / "baselines" / f"{key}.json"
     if path.is_file():
@@ -905,7 +909,8 @@ def reproduce(experiment: str, *, scale: str = "cpu", seeds: int | None = None,
             log.warning("helper process %d exited with %d; see %s", h.pid, h.returncode, logfile)
     header["helpers"] = [{"pid": h.pid, "returncode": h.returncode, "log": str(f)} for h, f in helpers]
     try:
-        header["baselines"] = experiment_baselines(plans, linear, runs_root(out_path, runs_path), device)
+        header["baselines"] = experiment_baselines(plans, linear, runs_root(out_path, runs_path), device,
+                                                   exp.knn_temperature)
     except GsgError as exc:  # e.g. an unlabelled dataset: say so in the report rather than fail the reproduction
         log.warning("baselines not measured: %s", exc)
         header["baselines"] = {"error": str(exc)}
