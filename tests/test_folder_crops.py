@@ -248,3 +248,31 @@ def test_training_on_folder_crops_is_worker_independent_and_resumes_exactly(fold
     assert (ts["epoch"], ts["batch_in_epoch"]) == (1, 1)
     pretrain(part, resume=True)
     assert_same(weights(full), weights(part))
+
+
+def test_linear_probe_on_folders_crops_full_images_and_resizes_the_test_view_once(folder: Path,
+                                                                                  monkeypatch) -> None:
+    import gsg.eval.linear as linear
+    from gsg.models.backbones import Backbone
+
+    train = load_dataset("imagefolder", "train", data_dir=folder, image_size=72)
+    test = load_dataset("imagefolder", "train", data_dir=folder, image_size=72)
+    assert train.resize == 82  # round(72 / 0.875): an ImageNet-size folder
+    resizes: list[object] = []
+    shapes: list[tuple[int, ...]] = []
+    embed, augment = linear.embed, linear.BatchAugment.__call__
+
+    def spy_embed(*args, **kwargs):  # type: ignore[no-untyped-def]
+        resizes.append(kwargs.get("resize"))
+        return embed(*args, **kwargs)
+
+    def spy_augment(self, images, generator=None, *, cropped=False):  # type: ignore[no-untyped-def]
+        shapes.append((*images.shape, cropped))
+        return augment(self, images, generator, cropped=cropped)
+
+    monkeypatch.setattr(linear, "embed", spy_embed)
+    monkeypatch.setattr(linear.BatchAugment, "__call__", spy_augment)
+    net = Backbone("resnet18", width=0.125, in_channels=3, cifar_stem=False)
+    res = linear.linear_probe(net, train, test, epochs=1, protocol="imagenet", batch_size=4)
+    assert resizes == [None] and res["resize"] == 82 and res["size"] == 72  # the dataset's Resize(82) only
+    assert shapes == [(4, 3, 72, 72, True)] * 2  # crops of the full files, made by the loader
