@@ -63,7 +63,7 @@ import torch
 from torch import Tensor, nn
 
 from gsg.checkpoint import file_sha256, load_backbone, save_atomic
-from gsg.data.datasets import DEFAULT_DATA_DIR, load_dataset
+from gsg.data.datasets import DEFAULT_DATA_DIR, FolderImageDataset, load_dataset
 from gsg.data.views import normalize
 from gsg.errors import CheckpointError, ConfigError, DataError
 from gsg.eval.logreg import DEFAULT_VALUES, Labels, LogRegClassifier, Metric, MultiLabel, sweep_regularization
@@ -420,6 +420,8 @@ def extract_features(backbone: nn.Module, dataset: str, *, mean: Sequence[float]
 def _load_gsg(name: str, split: str, root: Path | None, download: bool, image_size: int) -> Any:
     ds = load_dataset(name, split, data_dir=root, download=download,
                       image_size=image_size if name == "imagefolder" else None)
+    if isinstance(ds, FolderImageDataset):  # the protocol's view: the whole shorter side, not Resize(256)
+        ds.resize = ds.image_size
     if int(ds.labels.min()) < 0:
         raise DataError(f"the {split} split of {name} has unlabelled images; transfer needs labels in "
                         "every split")
