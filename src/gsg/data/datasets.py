@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from gsg.data import formats
+from gsg.data.views import sample_crop_boxes
 from gsg.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,9 @@ _STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, as PIL's convert("L")
 
 FOLDER_DEFAULT_IMAGE_SIZE = 224
+FOLDER_EVAL_CROP_RATIO = 0.875  # 224 / 256: torchvision's Resize(256) + CenterCrop(224) evaluation view
+FOLDER_SMALL_MAX = 64  # up to this side, folders are evaluated on the whole shorter side (CIFAR-style)
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
 SYNTHETIC_DEFAULT_SIZE = {"train": 512, "pretrain": 512, "test": 256}
 SYNTHETIC_IMAGE_SIZE = 32
 SYNTHETIC_CLASSES = 10
@@ -134,11 +138,25 @@ class TensorImageDataset(ImageDataset):
                                   self.std)
 
 
+def folder_eval_resize(image_size: int) -> int:
+    """Shorter side an image folder is resized to before its centre image_size crop (the evaluation view).
+
+    ImageNet-size images (> 64 px, where the imagenet recipe and linear protocol apply): image_size / 0.875,
+    i.e. torchvision's Resize(256) + CenterCrop(224), the view of SimSiam's and the GSG authors' linear probe
+    (main_lincls.py). Smaller images: the whole shorter side (CIFAR-style, no border dropped).
+    """
+    return round(image_size / FOLDER_EVAL_CROP_RATIO) if image_size > FOLDER_SMALL_MAX else image_size
+
+
 class FolderImageDataset(ImageDataset):
-    """Image files decoded on demand with PIL: shorter side resized to image_size, then center-cropped.
+    """Image files decoded on demand with PIL.
+
+    ``get`` gives the evaluation view: shorter side resized to ``resize`` (default
+    ``folder_eval_resize(image_size)``: 256 for 224), then the centre image_size square. ``get_crops`` gives
+    training views: RandomResizedCrop boxes on the full-resolution image, resized to a given size.
 
     Holds only paths and labels, so it pickles cheaply into DataLoader worker processes. A file that fails to
-    decode in get() (e.g. changed since it was listed) raises DataError with on_bad_file="error"; with "skip"
+    decode (e.g. changed since it was listed) raises DataError with on_bad_file="error"; with "skip"
     it is logged once and returned as a black image, because a batch cannot shrink.
     """
 
@@ -146,7 +164,8 @@ class FolderImageDataset(ImageDataset):
                  channels: int = 3, image_size: int = FOLDER_DEFAULT_IMAGE_SIZE,
                  mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD,
                  name: str = "imagefolder", on_bad_file: str = "skip",
-                 root: str | Path | None = None, bad_files: list[str] | None = None) -> None:
+                 root: str | Path | None = None, bad_files: list[str] | None = None,
+                 resize: int | None = None) -> None:
         if channels not in (1, 3):
             raise ConfigError(f"channels must be 1 or 3 for image folders, got {channels}")
         if len(files) != labels.shape[0]:
@@ -154,21 +173,28 @@ class FolderImageDataset(ImageDataset):
         self.files = [str(f) for f in files]
         self.labels = labels.to(torch.int64).cpu()
         self.classes, self.channels, self.image_size = list(classes), channels, int(image_size)
+        self.resize = int(resize) if resize is not None else folder_eval_resize(self.image_size)
+        if self.resize < self.image_size:
+            raise ConfigError(f"resize ({self.resize}) must be at least image_size ({self.image_size})")
         self.mean, self.std, self.name, self.on_bad_file = tuple(mean), tuple(std), name, on_bad_file
         self.root = None if root is None else str(root)
         self.bad_files = list(bad_files or [])  # files skipped when the folder was listed
         self._warned: set[str] = set()
 
+    def _unreadable(self, path: str, e: Exception) -> None:
+        """Raise (on_bad_file="error") or warn once (the caller then uses a black stand-in)."""
+        if self.on_bad_file == "error":
+            raise DataError(f"unreadable image file {path} ({type(e).__name__}: {e}); delete or replace "
+                            f"it, or use on_bad_file='skip'") from e
+        if path not in self._warned:
+            self._warned.add(path)
+            log.warning("unreadable image file %s (%s); using a black image in its place", path, e)
+
     def _decode(self, path: str) -> np.ndarray:
         try:
-            return formats.decode_image(path, self.channels, self.image_size)
-        except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
-            if self.on_bad_file == "error":
-                raise DataError(f"unreadable image file {path} ({type(e).__name__}: {e}); delete or replace "
-                                f"it, or use on_bad_file='skip'") from e
-            if path not in self._warned:
-                self._warned.add(path)
-                log.warning("unreadable image file %s (%s); using a black image in its place", path, e)
+            return formats.decode_image(path, self.channels, self.image_size, self.resize)
+        except _DECODE_ERRORS as e:
+            self._unreadable(path, e)
             return np.zeros((self.channels, self.image_size, self.image_size), dtype=np.uint8)
 
     def get(self, indices: torch.Tensor) -> torch.Tensor:
@@ -177,12 +203,39 @@ class FolderImageDataset(ImageDataset):
             return torch.empty(0, self.channels, self.image_size, self.image_size, dtype=torch.uint8)
         return torch.from_numpy(np.stack([self._decode(self.files[i]) for i in idx]))
 
+    def get_crops(self, indices: torch.Tensor, uniforms: torch.Tensor, size: int, scale: tuple[float, float],
+                  ratio: tuple[float, float]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Random resized crops of the full-resolution images: (uint8 (V, B, C, size, size), boxes (V, B, 4)).
+
+        ``uniforms`` (V, B, 2 * CROP_TRIES + 2) drive torchvision's RandomResizedCrop draw
+        (``views.sample_crop_boxes``: 10 (area, log-ratio) tries on the image's own height x width, area
+        scale of the full image, then the fallback) for view v of image b; each file is decoded once for its
+        V views. Boxes are (top, left, height, width) in source pixels; an unreadable file ("skip") gives
+        black views and zero boxes.
+        """
+        idx = indices.reshape(-1).tolist()
+        if uniforms.ndim != 3 or uniforms.shape[1] != len(idx):
+            raise ValueError(f"uniforms must be (views, {len(idx)}, draws), got {tuple(uniforms.shape)}")
+        v = uniforms.shape[0]
+        images = np.zeros((v, len(idx), self.channels, size, size), dtype=np.uint8)
+        boxes = torch.zeros(v, len(idx), 4)
+        for j, i in enumerate(idx):  # per-image decoding is inherent; an image's V boxes are drawn at once
+            path = self.files[i]
+            try:
+                img = formats.open_image(path, self.channels)
+            except _DECODE_ERRORS as e:
+                self._unreadable(path, e)
+                continue
+            boxes[:, j] = sample_crop_boxes(uniforms[:, j].float(), img.height, img.width, scale, ratio)
+            images[:, j] = formats.resized_crops(img, boxes[:, j].numpy(), size)
+        return torch.from_numpy(images), boxes
+
     def take(self, indices: torch.Tensor) -> FolderImageDataset:
         idx = indices.reshape(-1).tolist()
         return FolderImageDataset([self.files[i] for i in idx], self.labels[idx], self.classes,
                                   channels=self.channels, image_size=self.image_size, mean=self.mean,
                                   std=self.std, name=self.name, on_bad_file=self.on_bad_file, root=self.root,
-                                  bad_files=self.bad_files)
+                                  bad_files=self.bad_files, resize=self.resize)
 
     def to_memory(self, chunk: int = 512) -> TensorImageDataset:
         """Decode every image once into a TensorImageDataset (for folders that fit in memory)."""

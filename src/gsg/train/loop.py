@@ -32,7 +32,7 @@ from gsg.analysis.knn import knn_accuracy
 from gsg.checkpoint import FORMAT_KEY, FORMAT_VERSION, check_resumable, load_checkpoint, save_atomic
 from gsg.config import Config, resolved_pairing
 from gsg.data.datasets import ImageDataset, load_dataset
-from gsg.data.loader import BatchLoader
+from gsg.data.loader import BatchLoader, CropSpec
 from gsg.data.views import BatchAugment, make_recipe
 from gsg.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
 from gsg.models.directpred import DirectPredictor, batch_correlation, eigenspace_alignment
@@ -151,9 +151,12 @@ class Trainer:
             raise ConfigError(f"each process gets {self.local_batch} image(s) per batch, but {cfg.ssl.stop_gradient} "
                               "stop-gradient pairs images within a process's batch: use a global batch of at least "
                               f"{2 * self.dist.world_size}")
+        # Image folders: RandomResizedCrop on the full-resolution file, in the loader's workers, one crop per
+        # view; the rest of the recipe runs batched on the device (BatchAugment with cropped=True).
+        crops = CropSpec.from_recipe(self.recipe, 4 if cfg.ssl.views == "fresh" else 2)
         self.loader = BatchLoader(self.train_ds, self.local_batch, shuffle=True, drop_last=True,
                                   seed=cfg.run.seed, rank=self.dist.rank, world_size=self.dist.world_size,
-                                  device=self.device, workers=d.workers)
+                                  device=self.device, workers=d.workers, crops=crops)
         if len(self.loader) == 0:
             raise DataError(f"{len(self.train_ds)} images give no full batch of {self.local_batch} per process; "
                             "lower --batch-size or use more data")
@@ -279,14 +282,24 @@ class Trainer:
 
     # ---------------------------------------------------------------- one step
     def views_and_loss(self, images: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """Augment, encode and apply the stop-gradient policy to one batch. Returns (loss, stats)."""
+        """Augment, encode and apply the stop-gradient policy to one batch. Returns (loss, stats).
+
+        ``images``: uint8 (B, C, H, W), or (V, B, C, S, S) views already cropped by the loader (image folders).
+        """
         cfg = self.cfg.ssl
-        b = images.shape[0]
+        pre = images.ndim == 5
+        b = images.shape[1] if pre else images.shape[0]
         paired = cfg.stop_gradient != "symmetric" or cfg.views == "fresh"
         matched = paired and resolved_pairing(cfg) == "matching"
         pairs = perfect_matching(b, generator=self.aug_gen, device=self.device) if matched else None
         partner = derangement(b, generator=self.aug_gen, device=self.device) if paired and not matched else None
-        if cfg.views == "fresh":
+        if pre:  # view k of image i is crop k; the partner's views are its own crops 2 and 3
+            crops = [images[0], images[1]]
+            if cfg.views == "fresh":
+                assert partner is not None
+                crops += [images[2][partner], images[3][partner]]
+            batch = [self.augment(x, self.aug_gen, cropped=True) for x in crops]
+        elif cfg.views == "fresh":
             assert partner is not None
             other = images[partner]
             batch = [self.augment(images, self.aug_gen), self.augment(images, self.aug_gen),
