@@ -107,3 +107,19 @@ def test_cli_prints_learned_beside_baselines(tmp_path: Path, capsys: pytest.Capt
     rec = json.loads((out / "baselines.json").read_text())
     assert set(rec["baselines"]) == {"raw_pixels", "random_init"} and "knn_k10" in rec["learned"]
     assert main(["baselines"]) == 2  # neither a checkpoint nor a dataset
+
+
+def test_pretrain_can_end_with_its_kNN_beside_the_baselines(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                            one_thread: None) -> None:
+    out = tmp_path / "run"
+    assert main(["pretrain", "--dataset", "synthetic", "--subset", "64", "--epochs", "1", "--batch-size", "16",
+                 "--out", str(out), "--device", "cpu", "--set", "data.image_size=16", "--set", "model.width=0.125",
+                 "--set", "model.proj_dim=32", "--set", "model.pred_hidden=16", "--set", "run.knn_every=0",
+                 "--set", "run.progress=false", "--set", "run.final_baselines=true", "--set", "run.knn_k=20"]) == 0
+    text = capsys.readouterr().out
+    assert "beside the baselines of the same protocol" in text
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
+    assert {"learned", "raw pixels", "random-init backbone", "gain over raw pixels"} <= set(rows)
+    learned = float(rows["learned"].split("|")[2])
+    raw = float(rows["raw pixels"].split("|")[2])
+    assert float(rows["gain over raw pixels"].split("|")[2]) == pytest.approx(learned - raw, abs=0.011)

@@ -6,6 +6,7 @@ import argparse
 import difflib
 import json
 import logging
+import os
 import shlex
 import sys
 from collections.abc import Callable, Sequence
@@ -307,7 +308,20 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     if knn:
         print("kNN accuracy: " + ", ".join(f"{k} = {v:.2f}%" for k, v in knn.items()))
     print(f"final loss {result.get('loss', float('nan')):.4f}, std(z/|z|)*sqrt(d) {result.get('z_std', 0):.3f}")
+    if cfg.run.final_baselines and int(os.environ.get("RANK", "0")) == 0:
+        _print_final_baselines(result["checkpoint"], cfg.run.device, cfg.run.knn_k, cfg.run.knn_t)
     return 0
+
+
+def _print_final_baselines(checkpoint: str, device: str, k: int, t: float) -> None:
+    """The final checkpoint's kNN on the whole train and test splits, beside raw pixels and a random-init
+    backbone of its architecture (one seed), so that a run shows whether it learned anything."""
+    from gsg.eval.baselines import compare_checkpoint, format_rows
+
+    learned, res, proto = compare_checkpoint(checkpoint, seeds=(0,), device=device, k=k, temperature=t, linear=False)
+    print(f"kNN on the whole {proto.dataset} train split (bank) and test split, k={k} T={t} and k=1, beside the "
+          "baselines of the same protocol:")
+    print("\n".join(format_rows(learned, res, [f"knn_k{k}", "knn_k1"])))
 
 
 def cmd_knn(args: argparse.Namespace) -> int:
@@ -325,20 +339,15 @@ def cmd_knn(args: argparse.Namespace) -> int:
 
 def cmd_baselines(args: argparse.Namespace) -> int:
     from gsg.errors import ConfigError
-    from gsg.eval.baselines import Protocol, evaluate_backbone, evaluate_baselines, format_rows, protocol_splits
+    from gsg.eval.baselines import Protocol, compare_checkpoint, evaluate_baselines, format_rows
 
     common = {"train_subset": args.train_subset, "test_subset": args.test_subset, "k": args.k,
               "temperature": args.temperature, "linear": not args.no_linear, "linear_epochs": args.linear_epochs,
               "linear_lr": args.lr, "linear_train_subset": args.linear_train_subset}
     learned = None
     if args.checkpoint is not None:
-        from gsg.checkpoint import load_backbone
-        from gsg.models.embed import resolve_device
-
-        backbone, ckpt = load_backbone(args.checkpoint)
-        proto = Protocol.from_checkpoint(ckpt, **common, **({"data_dir": args.data_dir} if args.data_dir else {}))
-        train, test = protocol_splits(proto)
-        learned = evaluate_backbone(backbone, proto, train, test, device=resolve_device(args.device))
+        learned, res, proto = compare_checkpoint(args.checkpoint, seeds=range(args.seeds), device=args.device,
+                                                 **common, **({"data_dir": args.data_dir} if args.data_dir else {}))
     else:
         if not args.dataset:
             raise ConfigError("gsg baselines needs a CHECKPOINT or --dataset NAME (with --backbone/--width)")
@@ -350,7 +359,7 @@ def cmd_baselines(args: argparse.Namespace) -> int:
                 "cifar_stem": ds.image_size <= CIFAR_STEM_MAX_SIZE}
         proto = Protocol(dataset=args.dataset, image_size=ds.image_size, mean=ds.mean, std=ds.std, backbone=spec,
                          data_dir=args.data_dir, **common)
-    res = evaluate_baselines(proto, seeds=range(args.seeds), device=args.device)
+        res = evaluate_baselines(proto, seeds=range(args.seeds), device=args.device)
     metrics = [f"knn_k{args.k}", "knn_k1"] + ([] if args.no_linear else ["linear_top1"])
     print(f"{proto.dataset} at {proto.image_size} px, {proto.backbone['arch']} width {proto.backbone['width']}: "
           f"kNN k={args.k}, T={args.temperature}" + ("" if args.no_linear else

@@ -93,6 +93,7 @@ class RunConfig:
     progress: bool = True  # progress bar on stderr
     limit_batches: int | None = None  # stop each epoch after N batches (smoke tests)
     on_nonfinite: str = "stop"  # stop | rollback (reload the last checkpoint with half the lr)
+    final_baselines: bool = False  # gsg pretrain: end with full-split kNN beside raw-pixel and random-init baselines
 
 
 @dataclass

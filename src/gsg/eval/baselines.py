@@ -21,6 +21,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -157,6 +158,23 @@ def evaluate_baselines(p: Protocol, *, seeds: Sequence[int] = (0,), which: Seque
     return results
 
 
+def compare_checkpoint(checkpoint: str | Path, *, seeds: Sequence[int] = (0, 1, 2), device: str = "auto",
+                       **protocol: Any) -> tuple[dict[str, float], dict[str, dict[str, Any]], Protocol]:
+    """A checkpoint's kNN (and probe) beside the baselines, all under the protocol of its own dataset.
+
+    ``protocol``: :class:`Protocol` fields to change (subsets, k, temperature, linear, ...).
+    Returns ``(learned, baselines, protocol)``.
+    """
+    from gsg.checkpoint import load_backbone
+
+    backbone, ckpt = load_backbone(checkpoint)
+    proto = Protocol.from_checkpoint(ckpt, **protocol)
+    dev = resolve_device(device)
+    train, test = protocol_splits(proto)
+    learned = evaluate_backbone(backbone, proto, train, test, device=dev)
+    return learned, evaluate_baselines(proto, seeds=seeds, device=device), proto
+
+
 def gains(learned: dict[str, float], baselines: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Learned minus each baseline, per metric the two share: ``{baseline: {metric: points}}``."""
     return {name: {m: float(learned[m]) - float(b[m]) for m in learned if m in b and isinstance(b[m], float)}
@@ -188,5 +206,5 @@ def format_rows(learned: dict[str, float] | None, baselines: dict[str, dict[str,
     return rows
 
 
-__all__ = ["BASELINES", "Protocol", "RawPixels", "evaluate_backbone", "evaluate_baselines", "format_rows", "gains",
-           "protocol_splits", "random_backbone"]
+__all__ = ["BASELINES", "Protocol", "RawPixels", "compare_checkpoint", "evaluate_backbone", "evaluate_baselines",
+           "format_rows", "gains", "protocol_splits", "random_backbone"]
