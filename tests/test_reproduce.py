@@ -385,6 +385,8 @@ def test_four_crop_control_names_its_variants_and_shares_runs_with_table1(tmp_pa
         seeds[p.run.name] = seeds.get(p.run.name, 0) + 1
     assert seeds == {**{f"simsiam_{v}": 3 for v in ("sym2", "sym4", "gsg4", "gsg2", "sym2x2")},
                      "simsiam_random4": 1, **{f"byol_{v}": 1 for v in ("sym2", "sym4", "gsg4", "gsg2")}}
+    assert [p.seed for p in plans] == sorted(p.seed for p in plans)  # seed 0 of every variant first
+    assert plans[0].key == "simsiam-s0" and plans[5].key == "simsiam_random-s0" and plans[6].key == "byol-s0"
     by = {p.key: p.config for p in plans}
     base_epochs = by["simsiam_sym4-s0"].optim.epochs
     assert by["simsiam_sym2x2-s0"].optim.epochs == 2 * base_epochs

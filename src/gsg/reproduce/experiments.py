@@ -104,6 +104,7 @@ class Experiment:
     notes: tuple[str, ...] = ()
     paper: dict[str, Any] = field(default_factory=dict)
     knn_temperature: float = 0.1  # of the final weighted kNN (InstDisc's 0.1; ImageNet: the authors' main_knn.py 0.2)
+    seed_major: bool = False  # train every variant's seed 0 first, then seed 1, ...: paired comparisons come early
 
     def run(self, name: str) -> RunDef:
         for r in self.runs:
@@ -469,7 +470,7 @@ def _crops(scale: str) -> Experiment:
                               "paper_ref": "GSG paper, Table 1 and Appendix A (the authors' four crops)",
                               "runs": tuple(runs), "evals": ("knn", "linear"), "knn_metric": "knn_k200",
                               "chance": 10.0, "claims": tuple(claims), "default_seeds": 3,
-                              "paper": {"table1": PAPER_TABLE1}}
+                              "paper": {"table1": PAPER_TABLE1}, "seed_major": True}
     note = ("SimSiam's five main variants run 3 seeds (paired differences with 95% intervals); random sg and the "
             "BYOL rows 1 seed. 'symmetric, 2 crops, 2× epochs' has the encoder passes of a 4-crop run.")
     if scale == "cpu":

@@ -256,6 +256,8 @@ def plan_runs(exp: Experiment, seeds: int, out: Path, device: str = "auto",
             command = shlex.join(["gsg", "pretrain", *pretrain_args(exp.preset, overrides, seed, rdir)])
             plans.append(PlannedRun(run, seed, key, rdir, cfg, command,
                                     _eval_commands(exp, rdir, key, run.label, linear, tsne, out, cfg.run.device)))
+    if exp.seed_major:  # stable: within a seed, the definition order (SimSiam before BYOL)
+        plans.sort(key=lambda p: p.seed)
     return plans
 
 
