@@ -307,7 +307,8 @@ def test_every_cpu_experiment_fits_in_an_hour_on_two_cores(tmp_path: Path) -> No
         for cost in (CPU_COST, CPU_COST_SLOW):
             per_run = [estimate_seconds(p.config.optim.epochs, p.config.data.subset or 0, p.config.optim.batch_size,
                                         knn_every=p.config.run.knn_every,
-                                        checkpoint_every=p.config.run.checkpoint_every, evals=exp.evals, cost=cost)
+                                        checkpoint_every=p.config.run.checkpoint_every, evals=exp.evals, cost=cost,
+                                        crops=4 if p.config.ssl.views == "fresh" else 2)
                        for p in plans]
             # two runs at a time on the 2 cores (the cpu default, --jobs 2): the longer of two greedy lanes
             total = runner.experiment_estimate(per_run, 2)

@@ -25,7 +25,7 @@ from gsg.errors import ConfigError
 
 Overrides = dict[str, dict[str, Any]]
 
-EXPERIMENTS: tuple[str, ...] = ("table1", "fig4", "fig5", "table4", "tsne", "directpred")
+EXPERIMENTS: tuple[str, ...] = ("table1", "fig4", "fig5", "table4", "tsne", "directpred", "decomposition")
 SCALES: tuple[str, ...] = ("cpu", "full")
 EVALS: tuple[str, ...] = ("knn", "linear", "tsne")
 
@@ -66,8 +66,9 @@ class Claim:
 
     kind: ``greater`` (a > b), ``close`` (|a - b| <= tol), ``collapsed`` / ``not_collapsed`` (a's final kNN
     within ``tol`` points of chance, the paper's criterion "the accuracy converges to the chance level"),
-    ``range`` (max - min over ``runs`` <= tol). ``metric``: ``knn`` (the experiment's kNN), ``linear``,
-    ``tsne_knn``.
+    ``range`` (max - min over ``runs`` <= tol), ``below`` / ``above`` (a's final ``metric`` < / > ``tol``),
+    ``rises`` (a's ``metric`` at its last epoch > at its first). ``metric``: ``knn`` (the experiment's kNN),
+    ``linear``, ``tsne_knn``, or a per-epoch history key of the experiment's ``curves`` (its final value).
     """
 
     text: str
@@ -98,6 +99,8 @@ class Experiment:
     claims: tuple[Claim, ...] = ()
     notes: tuple[str, ...] = ()
     paper: dict[str, Any] = field(default_factory=dict)
+    # Per-epoch history keys (beyond kNN and std) aggregated over seeds, plotted, and usable as claim metrics.
+    curves: tuple[str, ...] = ()
 
     def run(self, name: str) -> RunDef:
         for r in self.runs:
@@ -399,8 +402,118 @@ def _directpred(scale: str) -> Experiment:
                              "Table 8."))
 
 
+# Zhang et al. (ICLR 2022) through gsg: what each run is expected to do in their paper (verification level of
+# /work/shared/notes/directpred_and_collapse.md Part B: definitions and the experiment list checked, numbers
+# not, except the η_p ≈ -0.5 of Fig. 5a).
+PAPER_ZHANG: dict[str, str] = {
+    "simsiam": "does not collapse; η_p ≈ -0.5 (Fig. 5a: de-centring)",
+    "simsiam_nopred": "collapses (Table 2 / Fig. 3, naive Siamese)",
+    "simsiam_sympred": "collapses (Table 2 / Fig. 3: (a) with f replaced by h∘f)",
+    "simsiam_invpred": "does not collapse (Table 2 / Fig. 3: the asymmetry matters)",
+    "simsiam_biaspred": "does not collapse (§5: a single bias layer is sufficient)",
+    "simsiam_surgery_basic": "collapses (Table 4: G_e removed)",
+    "simsiam_surgery_center": "does not collapse (Table 4: o_e only)",
+    "simsiam_surgery_residual": "does not collapse (Table 4: r_e only); both kept is best",
+    "conj1_center": "m_o increases (Conjecture 1, Fig. 4)",
+    "conj1_residual": "m_r increases (Conjecture 1, Fig. 4)",
+}
+DECOMPOSITION_CURVES: tuple[str, ...] = (
+    "z_center_ratio", "z_residual_ratio", "z_rankme", "ge_norm", "ge_center_norm", "ge_residual_norm",
+    "ge_center_residual_ratio", "eta_p", "p_center_norm", "sel_center_norm", "sel_residual_norm", "sel_eta")
+ZHANG_GROUPS = ("Architectures", "Gradient surgery", "Conjecture 1", "GSG and BYOL")
+
+
+def _decomposition(scale: str) -> Experiment:
+    """Zhang et al.'s experiments as options of the one model and loop, and GSG / BYOL on the same metrics."""
+    arch, surg, conj, gsg = ZHANG_GROUPS
+    simsiam = _sg("simsiam", "symmetric")
+    nopred = {"model": {"predictor": "none"}}
+
+    def run(name: str, label: str, group: str, overrides: Overrides, *, fig5: bool = False) -> RunDef:
+        # The cpu runs with Table 1's / Fig. 5's names are the same trainings (shared with --runs); at full scale
+        # Fig. 5 trains for 400 epochs, so its no-predictor names get their own directories here.
+        return RunDef(name, label, group, overrides, dir_name=f"{name}_200ep" if fig5 and scale == "full" else "")
+
+    runs = [
+        run("simsiam", "SimSiam (predictor on the online branch)", arch, simsiam),
+        run("simsiam_nopred", "Naive Siamese (no predictor)", arch, _merge(simsiam, nopred), fig5=True),
+        run("simsiam_sympred", "Symmetric predictor (sg(h(z_b)) target)", arch,
+            _merge(simsiam, {"model": {"predictor": "symmetric"}})),
+        run("simsiam_invpred", "Inverse predictor (h^{-1}(sg z_b) target)", arch,
+            _merge(simsiam, {"model": {"predictor": "inverse"}})),
+        run("simsiam_biaspred", "Bias-only predictor h(z) = z + b", arch,
+            _merge(simsiam, {"model": {"predictor": "bias"}})),
+        *(run(f"simsiam_surgery_{k}", label, surg, _merge(simsiam, {"ssl": {"grad_surgery": k}}))
+          for k, label in (("basic", "SimSiam, basic gradient only (G_e removed)"),
+                           ("center", "SimSiam, basic + o_e"), ("residual", "SimSiam, basic + r_e"))),
+        run("conj1_center", "-Z_a·sg(o_z) (no predictor)", conj, _merge(simsiam, nopred, {"ssl": {"loss": "center"}})),
+        run("conj1_residual", "-Z_a·sg(r_a) (no predictor)", conj,
+            _merge(simsiam, nopred, {"ssl": {"loss": "residual"}})),
+        run("simsiam_gsg", "SimSiam w/ GSG (2 crops, matched pairs)", gsg, _sg("simsiam", "guided")),
+        run("simsiam_gsg_nopred", "SimSiam w/ GSG w/o predictor (2 crops)", gsg,
+            _sg("simsiam", "guided", **nopred), fig5=True),
+        run("simsiam_gsg_fresh", "SimSiam w/ GSG (4 crops, views = fresh)", gsg,
+            _sg("simsiam", "guided", ssl={"views": "fresh"})),
+        run("byol", "BYOL (EMA target)", gsg, _sg("byol", "symmetric")),
+        run("byol_nopred", "BYOL w/o predictor", gsg, _sg("byol", "symmetric", **nopred), fig5=True),
+    ]
+    if scale == "full":  # at cpu scale it would not fit the hour (fresh crops cost two encoder passes more)
+        runs.insert(-2, run("simsiam_gsg_fresh_nopred", "SimSiam w/ GSG w/o predictor (4 crops)", gsg,
+                            _sg("simsiam", "guided", ssl={"views": "fresh"}, **nopred)))
+    ours = "(ours: GSG is not in Zhang et al.; a reading of GSG through their decomposition)"
+    claims = [
+        Claim("Naive Siamese (no predictor) collapses (final kNN within 5 points of chance)", "collapsed",
+              "simsiam_nopred", tol=5.0),
+        Claim("Symmetric predictor collapses", "collapsed", "simsiam_sympred", tol=5.0),
+        Claim("Inverse predictor does not collapse", "not_collapsed", "simsiam_invpred", tol=5.0),
+        Claim("Bias-only predictor does not collapse", "not_collapsed", "simsiam_biaspred", tol=5.0),
+        Claim("Removing G_e (basic gradient only) collapses", "collapsed", "simsiam_surgery_basic", tol=5.0),
+        Claim("Basic + o_e only does not collapse", "not_collapsed", "simsiam_surgery_center", tol=5.0),
+        Claim("Basic + r_e only does not collapse", "not_collapsed", "simsiam_surgery_residual", tol=5.0),
+        Claim("Keeping o_e and r_e (SimSiam) beats o_e only", "greater", "simsiam", "simsiam_surgery_center"),
+        Claim("Keeping o_e and r_e (SimSiam) beats r_e only", "greater", "simsiam", "simsiam_surgery_residual"),
+        Claim("-Z_a·sg(o_z) raises m_o over training (Conjecture 1)", "rises", "conj1_center",
+              metric="z_center_ratio"),
+        Claim("-Z_a·sg(o_z) ends with a larger m_o than -Z_a·sg(r_a)", "greater", "conj1_center", "conj1_residual",
+              metric="z_center_ratio"),
+        Claim("-Z_a·sg(r_a) ends with a larger m_r than -Z_a·sg(o_z)", "greater", "conj1_residual", "conj1_center",
+              metric="z_residual_ratio"),
+        Claim("SimSiam's extra gradient de-centres: final η_p < 0 (Fig. 5a: ≈ -0.5)", "below", "simsiam",
+              metric="eta_p", tol=0.0),
+        Claim("SimSiam w/ GSG w/o predictor does not collapse (GSG paper, Fig. 5)", "not_collapsed",
+              "simsiam_gsg_nopred", tol=5.0),
+        Claim(f"GSG's choice de-centres without a predictor: final η of its selection gradient < 0 {ours}", "below",
+              "simsiam_gsg_nopred", metric="sel_eta", tol=0.0),
+        Claim(f"GSG's choice de-centres with a predictor: final η_sel < 0 {ours}", "below", "simsiam_gsg",
+              metric="sel_eta", tol=0.0),
+        Claim(f"GSG's choice de-centres with 4 crops: final η_sel < 0 {ours}", "below", "simsiam_gsg_fresh",
+              metric="sel_eta", tol=0.0),
+        Claim("BYOL w/o predictor collapses (GSG paper, Fig. 5)", "collapsed", "byol_nopred", tol=5.0),
+    ]
+    bn = ("The projector ends in a BatchNorm (model.proj_last_bn, `plain` by default): each channel is centred over "
+          "the batch, which bounds m_o of z/|z| well below 1, so complete collapse cannot show as m_o -> 1; read "
+          "collapse from the kNN accuracy (the claims' criterion) and RankMe (`z_rankme`).")
+    what = ("Per-epoch metrics on each epoch's last batch (docs/decomposition.md): m_o, m_r of z/|z|; |G_e|, |o_e|, "
+            "|r_e| (per-sample norms, batch mean) and η_p of the loss's extra gradient at the normalised prediction "
+            "(before any surgery); sel_*: what a pairing policy's choice adds to the symmetric loss's gradient.")
+    common: dict[str, Any] = {"name": "decomposition", "scale": scale,
+                              "title": "Zhang et al.'s vector decomposition as experiments, and GSG through it",
+                              "paper_ref": "Zhang et al. (ICLR 2022), Tables 2 and 4, Figs. 3-5, §5",
+                              "runs": tuple(runs), "evals": ("knn",), "knn_metric": "knn_k1", "chance": 10.0,
+                              "claims": tuple(claims), "default_seeds": 1, "paper": {"zhang": PAPER_ZHANG},
+                              "curves": DECOMPOSITION_CURVES}
+    if scale == "cpu":
+        return Experiment(**common, preset=None, base=CPU_BASE, dataset_label=CPU_DATASET,
+                          notes=(*CPU_NOTES, what, bn, "The run SimSiam w/ GSG w/o predictor with 4 crops is in the "
+                                 "full scale only (the hour); the runs named as Table 1's and Fig. 5's are those "
+                                 "trainings when the experiments share --runs."))
+    return Experiment(**common, preset="cifar10", base={"optim": {"epochs": 200}}, dataset_label=CIFAR_DATASET,
+                      notes=(*FULL_NOTES, what, bn, "Full scale: CIFAR-10, ResNet-18, 200 epochs (Table 1's "
+                             "setting; the paper's own schedule is not verified)."))
+
+
 _BUILDERS = {"table1": _table1, "fig4": _fig4, "fig5": _fig5, "table4": _table4, "tsne": _tsne,
-             "directpred": _directpred}
+             "directpred": _directpred, "decomposition": _decomposition}
 
 
 def _check_choice(what: str, value: str, valid: tuple[str, ...]) -> None:
@@ -440,17 +553,19 @@ CPU_BUDGET_S = 3600.0
 
 
 def estimate_seconds(epochs: int, subset: int, batch_size: int, *, knn_every: int, checkpoint_every: int,
-                     evals: tuple[str, ...], cost: dict[str, float] | None = None) -> float:
-    """Estimated wall-clock seconds of one cpu-scale run on 2 CPU cores (see :data:`CPU_COST`)."""
+                     evals: tuple[str, ...], cost: dict[str, float] | None = None, crops: int = 2) -> float:
+    """Estimated wall-clock seconds of one cpu-scale run on 2 CPU cores (see :data:`CPU_COST`); ``crops``: 4 for
+    ``ssl.views = fresh``, which augments and encodes twice as many crops."""
     images = (subset // batch_size) * batch_size  # drop_last
     c = CPU_COST if cost is None else cost
     knn_runs = math.ceil(epochs / knn_every) if knn_every else 0
-    total = c["startup"] + epochs * images * c["train_per_image"] + knn_runs * c["knn"]
+    total = c["startup"] + epochs * images * c["train_per_image"] * crops / 2 + knn_runs * c["knn"]
     total += math.ceil(epochs / checkpoint_every) * c["checkpoint"]
     total += c["linear"] * ("linear" in evals) + c["tsne"] * ("tsne" in evals)
     return total
 
 
-__all__ = ["CPU_BASE", "CPU_BUDGET_S", "CPU_COST", "CPU_COST_SLOW", "CPU_EPOCHS", "EVALS", "EXPERIMENTS",
-           "PAPER_TABLE1", "PAPER_TABLE4", "SCALES", "TIAN_CIFAR10", "TIAN_STL10", "Claim", "Experiment", "LinearDef",
-           "RunDef", "TsneDef", "estimate_seconds", "get_experiment", "run_overrides"]
+__all__ = ["CPU_BASE", "CPU_BUDGET_S", "CPU_COST", "CPU_COST_SLOW", "CPU_EPOCHS", "DECOMPOSITION_CURVES", "EVALS",
+           "EXPERIMENTS", "PAPER_TABLE1", "PAPER_TABLE4", "PAPER_ZHANG", "SCALES", "TIAN_CIFAR10", "TIAN_STL10",
+           "Claim", "Experiment", "LinearDef", "RunDef", "TsneDef", "estimate_seconds", "get_experiment",
+           "run_overrides"]
