@@ -269,6 +269,21 @@ def test_surgery_replaces_the_extra_gradient_by_the_kept_part(policy: str) -> No
             assert not torch.allclose(got[0], none[0], atol=1e-4)
 
 
+def test_surgery_correction_follows_the_loss_scale() -> None:
+    n = 6
+    p_raw, t = _views(n, k=2), _views(n, k=2, seed=4)
+    grads = []
+    for scale in (1.0, 1024.0):
+        p = [x.clone().requires_grad_(True) for x in p_raw]
+        s = GradSurgery("center")
+        q = s.wrap(p)
+        loss = policy_loss("symmetric", p1=(q[0], q[1]), t1=(t[0], t[1])).loss
+        s.prepare(q, t, symmetric_terms(n), grad_scale=scale)
+        (loss * scale).backward()  # what GradScaler.scale(loss).backward() does
+        grads.append(torch.cat([x.grad for x in p]) / scale)  # type: ignore[misc]
+    assert torch.allclose(grads[0], grads[1], atol=1e-7)
+
+
 def test_surgery_backward_before_prepare_is_a_clear_error() -> None:
     s = GradSurgery("basic")
     p = s.wrap([torch.randn(3, 2, requires_grad=True)])
@@ -424,3 +439,13 @@ def test_diagnose_reports_the_decomposition(make_config, tmp_path: Path) -> None
     Trainer(nopred).fit()
     r0 = diagnose(tmp_path / "checkpoint.pt", samples=64, batch_size=32)
     assert r0["decomposition"]["ge_norm"] == 0.0 and "sel_eta" not in r0["decomposition"]
+
+
+@pytest.mark.parametrize("module", ["gsg.ssl.terms", "gsg.ssl.toy_losses", "gsg.ssl.surgery",
+                                    "gsg.analysis.decomposition"])
+def test_docstring_examples_hold(module: str) -> None:
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted > 0 and result.failed == 0

@@ -120,7 +120,7 @@ def diagnose(checkpoint: str | Path, *, dataset: str | None = None, data_dir: st
     result["gsg"] = gsg_case_stats(select_cases("guided", dist), dist)
     if decomp:  # mean over batches of each metric (a metric left out on a batch, e.g. η with o_p = 0, is skipped)
         keys = sorted({k for d in decomp for k in d})
-        result["decomposition"] = {"batches": len(decomp), "batch_size": batch_size, **{
+        result["decomposition"] = {"batches": len(decomp), "batch_size": min(batch_size, n), **{
             k: sum(d[k] for d in decomp if k in d) / sum(k in d for d in decomp) for k in keys}}
     pred = model.predictor
     if isinstance(pred, DirectPredictor):

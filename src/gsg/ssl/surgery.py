@@ -71,8 +71,12 @@ class GradSurgery:
         return [_Replace.apply(pi, self, v) for v, pi in enumerate(p)]
 
     def prepare(self, p: list[Tensor] | tuple[Tensor, ...], t: list[Tensor] | tuple[Tensor, ...],
-                terms: Terms) -> None:
-        """Compute every row's correction from the (detached) predictions, targets and the loss's terms."""
+                terms: Terms, *, grad_scale: float = 1.0) -> None:
+        """Compute every row's correction from the (detached) predictions, targets and the loss's terms.
+
+        ``grad_scale``: the factor the backward's incoming gradient carries (fp16 loss scaling:
+        ``GradScaler.get_scale()``), so that the correction is scaled as the gradient it corrects.
+        """
         with torch.no_grad():
             ps = stack(p).detach().float()
             pu, tu = F.normalize(ps, dim=1), F.normalize(stack(t).detach().float(), dim=1)
@@ -90,7 +94,7 @@ class GradSurgery:
                 removed = center.expand_as(ge).clone()  # o_e
             else:
                 removed = torch.zeros_like(ge)
-            removed = torch.where(online[:, None], removed, 0.0) * w[:, None]
+            removed = torch.where(online[:, None], removed, 0.0) * (w[:, None] * grad_scale)
             # map the change at P = p/‖p‖ back to p: J^T v = (v − (P·v) P) / ‖p‖
             corr = (removed - (removed * pu).sum(dim=1, keepdim=True) * pu) / ps.norm(dim=1, keepdim=True).clamp_min(
                 1e-12)

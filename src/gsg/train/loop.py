@@ -317,7 +317,8 @@ class Trainer:
         decisions = (cfg.stop_gradient if cfg.loss == "cosine" else "symmetric", b, len(p), res.cases, pairs, partner)
         loss = res.loss
         if surgery is not None:
-            surgery.prepare(p, t, self._terms(*decisions))
+            surgery.prepare(p, t, self._terms(*decisions),  # fp16: the backward's gradient carries the loss scale
+                            grad_scale=self.scaler.get_scale() if self.scaler.is_enabled() else 1.0)
         if t[0].requires_grad:  # a learnable target-side head (inverse predictor): its gradient, the loss unchanged
             inv = target_loss(self._terms(*decisions), p, t)
             loss = loss + (inv - inv.detach())
