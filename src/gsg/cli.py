@@ -513,6 +513,11 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
           + f"; distance margin mean {g['margin_mean']:.4g}")
     if "predictor_alignment" in r:
         print(f"predictor eigenspace alignment: {r['predictor_alignment']:.4f}")
+    if r.get("decomposition"):  # docs/decomposition.md
+        dec = r["decomposition"]
+        shown = ("ge_norm", "ge_center_norm", "ge_residual_norm", "eta_p", "sel_center_norm", "sel_eta")
+        print(f"gradient decomposition (mean over {dec['batches']} batches of {dec['batch_size']}): "
+              + ", ".join(f"{k} {dec[k]:.4g}" for k in shown if k in dec))
     print(f"spectrum plot: {r['plot']}")
     path = write_result(args.checkpoint, "diagnose", r["dataset"], "projection_std_sqrt_d",
                         r["projection"]["std_sqrt_d"], r, args.command_line)

@@ -44,7 +44,7 @@ class ModelConfig:
     proj_dim: int = 2048  # projector output (and predictor input/output) dimension
     proj_hidden: int | None = None  # None: proj_dim
     proj_last_bn: str = "plain"  # affine (lightly's CIFAR head) | plain (official ImageNet code) | none
-    predictor: str = "mlp"  # mlp | linear | none | directpred | directcopy
+    predictor: str = "mlp"  # mlp | linear | none | directpred | directcopy | symmetric | inverse | bias
     pred_hidden: int = 512  # the MLP predictor's bottleneck
     directpred_rho: float = 0.3  # EMA rate of the correlation matrix F̂ (Tian et al.)
     directpred_eps: float = 0.1  # boost of small eigenvalues, relative to the largest
@@ -59,6 +59,8 @@ class SSLConfig:
     pairing: str | None = None  # matching (disjoint pairs) | cycle; None: matching for reuse, cycle for fresh
     ema_momentum: float = 0.99  # BYOL target momentum (base value of the cosine schedule)
     ema_schedule: str = "cosine"  # cosine (to 1) | constant
+    loss: str = "cosine"  # cosine (the policy's) / center: -Z_a·sg(o_z) / residual: -Z_a·sg(r_a) (Conjecture 1)
+    grad_surgery: str = "none"  # keep basic + nothing (basic) / o_e (center) / r_e (residual) / G_e (full) of -dL/dP
 
 
 @dataclass
@@ -94,6 +96,7 @@ class RunConfig:
     limit_batches: int | None = None  # stop each epoch after N batches (smoke tests)
     on_nonfinite: str = "stop"  # stop | rollback (reload the last checkpoint with half the lr)
     final_baselines: bool = False  # gsg pretrain: end with full-split kNN beside raw-pixel and random-init baselines
+    log_decomposition: bool = True  # log Zhang et al.'s gradient decomposition each epoch (on its last batch)
 
 
 @dataclass
@@ -114,12 +117,14 @@ CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("data", "on_bad_file"): ("skip", "error"),
     ("model", "backbone"): ("resnet18", "resnet34", "resnet50"),
     ("model", "proj_last_bn"): ("affine", "plain", "none"),
-    ("model", "predictor"): ("mlp", "linear", "none", "directpred", "directcopy"),
+    ("model", "predictor"): ("mlp", "linear", "none", "directpred", "directcopy", "symmetric", "inverse", "bias"),
     ("ssl", "method"): ("simsiam", "byol"),
     ("ssl", "stop_gradient"): ("symmetric", "guided", "random", "reverse"),
     ("ssl", "views"): ("reuse", "fresh"),
     ("ssl", "pairing"): ("matching", "cycle"),
     ("ssl", "ema_schedule"): ("cosine", "constant"),
+    ("ssl", "loss"): ("cosine", "center", "residual"),
+    ("ssl", "grad_surgery"): ("none", "basic", "center", "residual", "full"),
     ("optim", "schedule"): ("cosine", "constant"),
     ("run", "amp"): ("auto", "bf16", "fp16", "off"),
     ("run", "on_nonfinite"): ("stop", "rollback"),
@@ -241,11 +246,36 @@ def validate(config: Config) -> None:
             "needs ssl.views = 'reuse'; views = 'fresh' (four crops, the authors' code) pairs the batch with its "
             "shuffle: set ssl.pairing = 'cycle' or leave it unset"
         )
+    _check_decomposition_options(config)
     if config.ssl.stop_gradient != "symmetric" and config.optim.batch_size < 2:
         raise ConfigError(
             f"the {config.ssl.stop_gradient} stop-gradient pairs images within a batch, so optim.batch_size "
             f"must be at least 2 (got {config.optim.batch_size})"
         )
+
+
+def _check_decomposition_options(config: Config) -> None:
+    """Zhang et al.'s architectures, toy losses and gradient surgery (docs/decomposition.md): refuse combinations
+    that are undefined or do nothing."""
+    m, s = config.model, config.ssl
+    if m.predictor in ("symmetric", "inverse") and s.method != "simsiam":
+        raise ConfigError(f"model.predictor = {m.predictor!r} puts a head on the SimSiam target branch; BYOL's target "
+                          "is the EMA encoder. Use ssl.method = 'simsiam'")
+    if s.loss != "cosine":
+        if s.stop_gradient != "symmetric" or s.views != "reuse":
+            raise ConfigError(f"ssl.loss = {s.loss!r} (a Conjecture 1 toy loss) replaces the pairwise loss: it needs "
+                              "ssl.stop_gradient = 'symmetric' and ssl.views = 'reuse'")
+        if m.predictor in ("symmetric", "inverse"):
+            raise ConfigError(f"ssl.loss = {s.loss!r} builds its targets from the projections; model.predictor = "
+                              f"{m.predictor!r} changes the target side: use predictor none (the paper's setting)")
+    if s.grad_surgery != "none":
+        if s.loss != "cosine":
+            raise ConfigError(f"ssl.grad_surgery = {s.grad_surgery!r} edits the extra gradient of the cosine loss; it "
+                              f"cannot be combined with ssl.loss = {s.loss!r}")
+        if m.predictor in ("none", "symmetric") and s.method == "simsiam":
+            raise ConfigError(f"ssl.grad_surgery = {s.grad_surgery!r} with model.predictor = {m.predictor!r}: the "
+                              "SimSiam target is then the other crop's own output, so the extra gradient is 0 and "
+                              "there is nothing to edit. Use a predictor (mlp, linear, bias, ...)")
 
 
 def resolved_pairing(ssl: SSLConfig) -> str:

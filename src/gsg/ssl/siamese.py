@@ -1,7 +1,8 @@
 """SimSiam and BYOL as one model: online encoder + predictor, and a target that is shared or an EMA.
 
 SimSiam vs BYOL is only where the target projections come from:
-- SimSiam: the online projections themselves, detached;
+- SimSiam: the online projections themselves, detached (with Zhang et al.'s symmetric or inverse predictor: the
+  predictor's ``target_side(z, p)``, gsg.models.heads);
 - BYOL: an EMA copy of the online backbone + projector, run without gradient.
 
 The stop-gradient policy (gsg.ssl.stopgrad) does not care which.
@@ -51,6 +52,9 @@ class Siamese(nn.Module):
         self.projector = projector
         self.predictor = predictor
         self.target: nn.ModuleDict | None = None
+        if method == "byol" and hasattr(predictor, "target_side"):
+            raise ConfigError("a predictor on the target side (model.predictor = symmetric or inverse) is defined for "
+                              "SimSiam; BYOL's target is the EMA encoder: use method simsiam")
         if method == "byol":
             self.target = nn.ModuleDict({"backbone": copy.deepcopy(backbone),
                                          "projector": copy.deepcopy(projector)})
@@ -65,8 +69,9 @@ class Siamese(nn.Module):
     def forward(self, views: list[Tensor]) -> SiameseOutput:
         z = [self.project(v) for v in views]
         p = [self.predictor(zi) for zi in z]
+        target_side = getattr(self.predictor, "target_side", None)  # Zhang et al.'s symmetric / inverse predictor
         if self.target is None:
-            t = [zi.detach() for zi in z]
+            t = [zi.detach() if target_side is None else target_side(zi, pi) for zi, pi in zip(z, p, strict=True)]
         else:
             with torch.no_grad():
                 t = [self.target["projector"](self.target["backbone"](v)) for v in views]

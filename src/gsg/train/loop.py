@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from gsg import __version__
+from gsg.analysis import decomposition
 from gsg.analysis.collapse import (
     alignment,
     center_residual,
@@ -41,6 +42,9 @@ from gsg.ssl.build import backbone_spec, build_model
 from gsg.ssl.ema import momentum_at
 from gsg.ssl.siamese import Siamese
 from gsg.ssl.stopgrad import POLICIES, derangement, perfect_matching, policy_loss
+from gsg.ssl.surgery import GradSurgery
+from gsg.ssl.terms import Terms, policy_terms, symmetric_terms, target_loss
+from gsg.ssl.toy_losses import toy_loss
 from gsg.train import rng
 from gsg.train.distributed import DistInfo, all_reduce_mean, barrier, init_from_env, shutdown
 from gsg.train.logging import MetricsLogger
@@ -271,8 +275,9 @@ class Trainer:
             ("data", "dataset"), ("data", "subset"), ("data", "image_size"), ("optim", "batch_size"),
             ("optim", "base_lr"), ("optim", "lr"), ("optim", "schedule"), ("optim", "weight_decay"),
             ("run", "seed")]
-        diffs = [f"{s}.{k}: checkpoint {saved.get(s, {}).get(k)!r} vs now {now[s][k]!r}"
-                 for s, k in fixed if saved.get(s, {}).get(k) != now[s][k]]
+        d = Config().to_dict()  # a key added to the schema after the checkpoint was made reads as its default
+        diffs = [f"{s}.{k}: checkpoint {saved.get(s, {}).get(k, d[s][k])!r} vs now {now[s][k]!r}"
+                 for s, k in fixed if saved.get(s, {}).get(k, d[s][k]) != now[s][k]]
         if diffs:
             raise CheckpointError(f"checkpoint {self.ckpt_path} was made with a different config: "
                                   + "; ".join(diffs) + ". Resume with the same settings or use a new --out.")
@@ -311,21 +316,37 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
             out = self.forward(batch)
         p, t = out.p, out.t
-        if cfg.views == "fresh":
+        surgery = GradSurgery(cfg.grad_surgery) if cfg.grad_surgery != "none" else None  # Zhang et al. Table 4
+        if surgery is not None:
+            p = surgery.wrap(p)
+        if cfg.loss != "cosine":  # Conjecture 1's toy losses (symmetric, two views: config.validate)
+            res = toy_loss(cfg.loss, p=(p[0], p[1]), t=(t[0], t[1]))
+        elif cfg.views == "fresh":
             res = policy_loss(cfg.stop_gradient, p1=(p[0], p[1]), t1=(t[0], t[1]), p2=(p[2], p[3]),
                               t2=(t[2], t[3]), generator=self.aug_gen)  # type: ignore[arg-type]
         else:
             res = policy_loss(cfg.stop_gradient, p1=(p[0], p[1]), t1=(t[0], t[1]), partner=partner, pairs=pairs,
                               generator=self.aug_gen)  # type: ignore[arg-type]
+        # The directed terms the loss used (gsg.ssl.terms), for surgery, the inverse predictor and the decomposition.
+        decisions = (cfg.stop_gradient if cfg.loss == "cosine" else "symmetric", b, len(p), res.cases, pairs, partner)
+        loss = res.loss
+        if surgery is not None:
+            surgery.prepare(p, t, self._terms(*decisions),  # fp16: the backward's gradient carries the loss scale
+                            grad_scale=self.scaler.get_scale() if self.scaler.is_enabled() else 1.0)
+        if t[0].requires_grad:  # a learnable target-side head (inverse predictor): its gradient, the loss unchanged
+            inv = target_loss(self._terms(*decisions), p, t)
+            loss = loss + (inv - inv.detach())
         z0 = out.z[0].detach().float()
         stats = {"z_std": normalized_std_tensor(z0), "z": z0, "z1": out.z[1].detach().float()}
         if res.distances is not None:
             stats["distances"], stats["cases"] = res.distances, res.cases
+        if self.cfg.run.log_decomposition:  # detached references: the epoch's last batch is decomposed at its end
+            stats["decomposition"] = ([x.detach() for x in p], [x.detach() for x in t], decisions)  # type: ignore
         if res.cases is not None:
             # a comparison, not bincount: bincount reads its size back to the host (a sync per step on CUDA)
             stats["case_share"] = ((res.cases[:, None] == torch.arange(4, device=res.cases.device)).sum(0).float()
                                    / res.cases.shape[0])
-        return res.loss, stats
+        return loss, stats
 
     def train_step(self, images: Tensor) -> tuple[Tensor, dict[str, Tensor], float]:
         """One optimisation step on a batch: loss, backward, SGD, target EMA, DirectPred statistics.
@@ -419,10 +440,13 @@ class Trainer:
                                                             top=min(ALIGNMENT_TOP, w.shape[0]))
         if last_z is not None:  # dimensional collapse, which std(z/|z|) misses under a BatchNorm output
             result["z_rankme"] = rankme(last_z)
-            result["z_center_ratio"] = center_residual(last_z)["m_o"]
+            cr = center_residual(last_z)
+            result["z_center_ratio"], result["z_residual_ratio"] = cr["m_o"], cr["m_r"]
             # Wang & Isola on the last batch: views of one image close (alignment), images spread (uniformity).
             result["z_alignment"] = alignment(last_z, last_stats["z1"])
             result["z_uniformity"] = uniformity(last_z[:UNIFORMITY_MAX])
+            if "decomposition" in last_stats:
+                result.update(self._decomposition(*last_stats["decomposition"]))  # type: ignore[misc]
             if "distances" in last_stats:  # how decisive GSG's choice was on the last batch
                 margins = gsg_case_stats(last_stats["cases"], last_stats["distances"])
                 result["gsg_margin_mean"] = margins["margin_mean"]
@@ -431,6 +455,19 @@ class Trainer:
             result.update({f"case_{name}": s for name, s in zip(("11_21", "11_22", "12_21", "12_22"), shares,
                                                                   strict=True)})
         return result
+
+    def _terms(self, policy: str, n: int, views: int, cases: Tensor | None, pairs: Tensor | None,
+               partner: Tensor | None) -> Terms:
+        return policy_terms(policy, n, views=views, cases=cases, pairs=pairs, partner=partner, device=self.device)
+
+    def _decomposition(self, p: list[Tensor], t: list[Tensor], decisions: tuple[Any, ...]) -> dict[str, float]:
+        """Zhang et al.'s gradient decomposition of the batch loss (gsg.analysis.decomposition), and for a pairing
+        policy what its choice adds to the symmetric loss's gradient (``sel_*``)."""
+        cfg = self.cfg.ssl
+        terms = self._terms(*decisions)
+        paired = cfg.stop_gradient != "symmetric" and cfg.loss == "cosine"
+        ref = symmetric_terms(terms.n, views=terms.views, device=self.device) if paired else None
+        return decomposition.batch_metrics(p, t, terms, loss=cfg.loss, reference=ref)
 
     def _kept(self) -> str:
         kept = (f"the last good checkpoint {self.ckpt_path} (epoch {self._saved_epoch()}) is kept"
