@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from multiproc import free_port, run_ranks
 from PIL import Image
+
+from multiproc import free_port, run_ranks
 
 pytestmark = pytest.mark.slow
 
@@ -85,7 +86,6 @@ def test_knn_monitor_under_ddp_uses_val_and_never_hangs(tmp_path: Path) -> None:
 
 def _nan_ranks(rank: int, out: Path) -> dict[str, Any]:
     from conftest import tiny_config
-
     from gsg.train.distributed import shutdown
     from gsg.train.loop import Trainer
 
