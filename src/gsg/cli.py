@@ -124,8 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--temperature", type=float, default=0.1)
     k.add_argument("--batch-size", type=int, default=512)
     k.add_argument("--train-subset", type=int, default=None, help="use a fixed subset of the train set as bank")
-    k.add_argument("--device", default="auto")
+    k.add_argument("--device", default="auto", help="where the backbone and the neighbour search run")
     k.add_argument("--target", action="store_true", help="BYOL: evaluate the EMA (target) backbone")
+    _add_eval_speed_flags(k)
 
     lin = sub.add_parser("linear", help="linear probe on the frozen backbone (§5.1 protocol)", allow_abbrev=False)
     lin.set_defaults(_parser=lin, func=cmd_linear)
@@ -143,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     lin.add_argument("--seed", type=int, default=0)
     lin.add_argument("--device", default="auto")
     lin.add_argument("--target", action="store_true", help="BYOL: evaluate the EMA (target) backbone")
+    _add_eval_speed_flags(lin)
 
     tr = sub.add_parser("transfer", help="transfer by L2-regularised logistic regression (Ericsson et al.)",
                         allow_abbrev=False)
@@ -224,6 +226,15 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
                     help="a keyword option of the benchmark's run(), e.g. --set batch_size=256 (JSON values)")
 
+    doc = sub.add_parser("doctor", help="run every GPU code path once at small sizes: a PASS/FAIL/SKIP table",
+                         allow_abbrev=False)
+    doc.set_defaults(_parser=doc, func=cmd_doctor)
+    doc.add_argument("--device", default="cuda", help="cuda (the point of it), or cpu to check the CPU stand-ins")
+    doc.add_argument("--out", type=Path, default=Path("runs/doctor"), help="a log per step and doctor.json")
+    doc.add_argument("--quick", action="store_true", help="the smallest sizes and fewest epochs (seconds a step)")
+    doc.add_argument("--skip", nargs="+", default=[], metavar="STEP", help="steps to skip (e.g. compile bench_epoch)")
+    doc.add_argument("--only", nargs="+", default=[], metavar="STEP", help="run only these steps")
+
     sim = sub.add_parser("simulate", help="linear learning dynamics of Tian et al. (plots + JSON)", allow_abbrev=False)
     sim.set_defaults(_parser=sim, func=cmd_simulate)
     sim.add_argument("experiment", choices=[*_simulation_experiments(), "all"])
@@ -231,6 +242,27 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--set", action="append", default=[], metavar="PARAM=VALUE",
                      help="override a simulation parameter, e.g. --set eta=0.1 (see docs/simulator.md)")
     return parser
+
+
+def _add_eval_speed_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, default=0, help="decoding processes for image folders (0: in-process)")
+    p.add_argument("--amp", choices=["off", "auto", "bf16", "fp16"], default="off",
+                   help="autocast the backbone (auto: bf16 on GPUs that have it natively, else fp16; off on CPU)")
+    p.add_argument("--channels-last", action="store_true", help="channels-last memory layout for the backbone")
+
+
+def _eval_amp(setting: str, device: str) -> Any:
+    from gsg.models.embed import resolve_device
+    from gsg.train.precision import amp_dtype
+
+    return amp_dtype(setting, resolve_device(device))
+
+
+def _is_rank0() -> bool:
+    """Under torchrun only rank 0 writes the run's files and prints its summary."""
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _simulation_experiments() -> tuple[str, ...]:
@@ -295,14 +327,19 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0
     out = Path(cfg.run.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "command.txt").write_text(args.command_line + "\n")
-    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    main = _is_rank0()
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "command.txt").write_text(args.command_line + "\n")
+        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     try:
         result = pretrain(cfg, resume="auto" if args.auto_resume else args.resume)
     except Interrupted as exc:
-        print(f"gsg: {exc}", file=sys.stderr)
+        if main:
+            print(f"gsg: {exc}", file=sys.stderr)
         return 130
+    if not main:
+        return 0
     print(f"checkpoint: {result['checkpoint']}")
     knn = {k: v for k, v in result.items() if k.startswith("knn_")}
     if knn:
@@ -329,7 +366,8 @@ def cmd_knn(args: argparse.Namespace) -> int:
 
     result = knn_evaluate(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir, k=args.k,
                           temperature=args.temperature, batch_size=args.batch_size, device=args.device,
-                          train_subset=args.train_subset, target=args.target,
+                          train_subset=args.train_subset, target=args.target, workers=args.workers,
+                          channels_last=args.channels_last, amp_dtype=_eval_amp(args.amp, args.device),
                           command=args.command_line)
     print(f"{result['dataset']}: kNN (k={args.k}, T={args.temperature}) {result['knn_k' + str(args.k)]:.2f}%, "
           f"kNN (k=1) {result['knn_k1']:.2f}%  [{result['train_size']} train, {result['test_size']} test]")
@@ -379,7 +417,8 @@ def cmd_linear(args: argparse.Namespace) -> int:
     r = linear_evaluate(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs,
                         protocol=args.protocol, batch_size=args.batch_size, lr=args.lr, mode=args.mode,
                         device=args.device, seed=args.seed, train_subset=args.train_subset, target=args.target,
-                        command=args.command_line)
+                        workers=args.workers, channels_last=args.channels_last,
+                        amp_dtype=_eval_amp(args.amp, args.device), command=args.command_line)
     top5 = f", top-5 {r['top5']:.2f}%" if r.get("top5") is not None else ""
     print(f"{r['dataset']}: linear probe top-1 {r['top1']:.2f}%{top5}  [{args.epochs} epochs, {args.mode}]")
     print(f"result: {r['result_file']}\nclassifier: {r['classifier_file']}")
@@ -491,6 +530,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
         args.out.write_text(json.dumps(result, indent=2, default=str))
         print(f"result: {args.out}")
     return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from gsg.doctor import run_doctor
+
+    report = run_doctor(args.device, args.out, quick=args.quick, skip=args.skip, only=args.only)
+    print(report.table())
+    print(f"logs: {args.out}")
+    return 0 if report.ok else 1
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:

@@ -15,7 +15,9 @@ import difflib
 import logging
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -26,6 +28,7 @@ from gsg.data.views import sample_crop_boxes
 from gsg.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 DATASETS = ("fashion-mnist", "mnist", "cifar10", "cifar100", "stl10", "imagefolder", "synthetic")
 SPLITS = ("train", "test", "pretrain", "val")
@@ -404,9 +407,13 @@ def _load_stl10(files: list[Path]) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def _load_torchvision_format(name: str, split: str, data_dir: Path | None,
-                             download: bool) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    folder, files = _locate(name, split, data_dir, download)
+def _load_torchvision_format(name: str, split: str, data_dir: Path | None, download: bool,
+                             collective: bool = False) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    def locate(first: bool, shared: object = None) -> tuple[Path, list[Path]]:
+        # The other ranks look again once rank 0 is done: its download is complete by then.
+        return _locate(name, split, data_dir, download and first)
+
+    folder, files = _rank0_first(locate, collective)
     if name in ("fashion-mnist", "mnist"):
         images, labels = _load_idx(files)
         classes = FASHION_MNIST_CLASSES if name == "fashion-mnist" else [str(i) for i in range(10)]
@@ -572,10 +579,61 @@ def _canonical(name: str) -> str:
     return key
 
 
+def held_out_split(name: str, data_dir: str | Path | None) -> str:
+    """The split evaluations test on: ``"test"``, or ``"val"`` for an image folder with ``val/`` but no
+    ``test/`` (ImageNet's layout). The one rule for the kNN monitor, ``gsg knn``/``tsne``/``linear``."""
+    if _canonical(name) == "imagefolder" and data_dir is not None:
+        root = Path(data_dir).expanduser()
+        if not (root / "test").is_dir() and (root / "val").is_dir():
+            return "val"
+    return "test"
+
+
+def fixed_subset(ds: ImageDataset, subset: int | None, seed: int) -> ImageDataset:
+    """``load_dataset(..., subset=subset, seed=seed)``'s images from an already loaded ``ds``; the whole of
+    ``ds`` when ``subset`` is None or not smaller than it (where load_dataset would refuse)."""
+    if subset is None or subset >= len(ds):
+        return ds
+    return ds.take(_subset_indices(len(ds), subset, seed))
+
+
+def _process_group() -> tuple[int, int] | None:
+    """(rank, world size) of an initialised multi-process group, else None."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return dist.get_rank(), dist.get_world_size()
+    return None
+
+
+def _rank0_first(work: Callable[..., _T], collective: bool) -> _T:
+    """Run ``work(first=True)`` on rank 0 only, then ``work(first=False)`` on the other ranks with rank 0's
+    result (a DataError on rank 0 is raised on every rank). Without a process group: ``work(first=True)``."""
+    group = _process_group() if collective else None
+    if group is None:
+        return work(first=True)
+    import torch.distributed as dist
+
+    box: list[object] = [None]
+    if group[0] == 0:
+        try:
+            box[0] = ("ok", work(first=True))
+        except DataError as exc:
+            box[0] = ("error", str(exc))
+            dist.broadcast_object_list(box, src=0)
+            raise
+    dist.broadcast_object_list(box, src=0)
+    kind, value = box[0]  # type: ignore[misc]
+    if kind == "error":
+        raise DataError(f"{value} (reported by rank 0)")
+    return value if group[0] == 0 else work(first=False, shared=value)  # type: ignore[no-any-return]
+
+
 def load_dataset(name: str, split: str = "train", *, data_dir: str | Path | None = None,
                  download: bool = True, image_size: int | None = None, subset: int | None = None,
                  seed: int = 0, on_bad_file: str = "skip", channels: int | None = None,
-                 synthetic_size: int | None = None, check_images: str = "auto") -> ImageDataset:
+                 synthetic_size: int | None = None, check_images: str = "auto",
+                 collective: bool = False) -> ImageDataset:
     """Load a dataset split as an ImageDataset (see the module docstring for where files are looked for).
 
     split: "train", "test", "pretrain" (= train; STL-10: train + 100k unlabeled with label -1), "val"
@@ -584,6 +642,10 @@ def load_dataset(name: str, split: str = "train", *, data_dir: str | Path | None
     that many images chosen with seed. channels: 1 or 3 (default: native; folders and synthetic 3); converting
     a dataset changes its mean/std accordingly. synthetic_size: number of synthetic images (default 512 train,
     256 test). check_images: how image-folder files are checked up front, see formats.list_image_folder.
+    collective: every process of an initialised torch.distributed group calls this together; rank 0 alone
+    downloads missing files and lists (and checks) an image folder, the others wait and reuse its work (a
+    download by every rank into one shared folder corrupts it; every rank opening 1.28M ImageNet files at
+    start-up is slow). Without a process group it changes nothing.
     """
     key = _canonical(name)
     if split not in SPLITS:
@@ -600,7 +662,7 @@ def load_dataset(name: str, split: str = "train", *, data_dir: str | Path | None
 
     if key == "imagefolder":
         return _load_folder(split, data_dir, image_size, subset, seed, on_bad_file, channels or 3,
-                            check_images)
+                            check_images, collective)
 
     if key == "synthetic":
         n = synthetic_size if synthetic_size is not None else SYNTHETIC_DEFAULT_SIZE[split]
@@ -611,7 +673,7 @@ def load_dataset(name: str, split: str = "train", *, data_dir: str | Path | None
         ds = TensorImageDataset("synthetic", images, labels, classes, (0.5,) * c, (0.25,) * c)
         return ds.take(_subset_indices(len(ds), subset, seed)) if subset is not None else ds
 
-    images_np, labels_np, classes = _load_torchvision_format(key, split, data_dir, download)
+    images_np, labels_np, classes = _load_torchvision_format(key, split, data_dir, download, collective)
     images, labels = torch.from_numpy(images_np), torch.from_numpy(labels_np)
     if subset is not None:
         idx = _subset_indices(len(labels), subset, seed)
@@ -625,13 +687,20 @@ def load_dataset(name: str, split: str = "train", *, data_dir: str | Path | None
 
 
 def _load_folder(split: str, data_dir: Path | None, image_size: int | None, subset: int | None, seed: int,
-                 on_bad_file: str, channels: int, check_images: str) -> FolderImageDataset:
+                 on_bad_file: str, channels: int, check_images: str,
+                 collective: bool = False) -> FolderImageDataset:
     if data_dir is None:
         raise ConfigError("dataset 'imagefolder' needs the folder: pass --data-dir (data_dir=) pointing to a "
                           "folder of images, with one subfolder per class if labelled (ImageNet: its root, "
                           "holding train/ and val/)")
-    folder = formats.image_folder_split(data_dir, split)
-    listing = formats.list_image_folder(folder, on_bad_file=on_bad_file, check=check_images)
+    def listing_of(first: bool, shared: object = None) -> formats.FolderListing:
+        if not first:
+            return shared  # type: ignore[return-value]
+        return formats.list_image_folder(formats.image_folder_split(data_dir, split), on_bad_file=on_bad_file,
+                                         check=check_images)
+
+    listing = _rank0_first(listing_of, collective)
+    folder = listing.root
     mean, std = _convert_stats(IMAGENET_MEAN, IMAGENET_STD, channels)
     ds = FolderImageDataset(listing.files, torch.from_numpy(listing.labels), listing.classes,
                             channels=channels, image_size=image_size or FOLDER_DEFAULT_IMAGE_SIZE, mean=mean,

@@ -39,7 +39,6 @@ import logging
 import math
 import os
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -47,7 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gsg.checkpoint import load_backbone, save_atomic
-from gsg.data.datasets import ImageDataset, load_dataset
+from gsg.data.datasets import ImageDataset, held_out_split, load_dataset
 from gsg.data.loader import BatchLoader, CropSpec
 from gsg.data.views import BatchAugment, make_recipe
 from gsg.errors import ConfigError, DataError
@@ -201,7 +200,10 @@ def linear_probe(
         lr_e = cosine_lr(peak_lr, epoch, epochs)
         for group in opt.param_groups:
             group["lr"] = lr_e
-        loss_sum = correct = seen = 0.0
+        # Sums on the device, read once per epoch: a .item() per step would wait for the GPU every step.
+        loss_acc = torch.zeros((), device=device)
+        correct_acc = torch.zeros((), dtype=torch.long, device=device)
+        seen = 0
         clf.train()
         for feats, labels in batches(epoch):
             logits = clf(feats)
@@ -209,9 +211,10 @@ def linear_probe(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            loss_sum += loss.item() * labels.shape[0]
-            correct += (logits.argmax(1) == labels).sum().item()
+            loss_acc += loss.detach() * labels.shape[0]
+            correct_acc += (logits.detach().argmax(1) == labels).sum()
             seen += labels.shape[0]
+        loss_sum, correct = float(loss_acc), int(correct_acc)
         if not math.isfinite(loss_sum):
             raise DataError(f"the linear probe's loss became non-finite in epoch {epoch + 1}; lower the "
                             f"learning rate (now base {base_lr}) or check the features for NaN")
@@ -311,10 +314,7 @@ def linear_evaluate(checkpoint: str | os.PathLike[str], *, dataset: str | None =
     same = name == data["dataset"]
     data_dir = data_dir or (ckpt.get("config") or {}).get("data", {}).get("data_dir")
     size = int(data["image_size"]) if same else None
-    test_split = "test"
-    if name in ("imagefolder", "folder") and data_dir is not None:
-        root = Path(data_dir).expanduser()
-        test_split = "test" if (root / "test").is_dir() or not (root / "val").is_dir() else "val"
+    test_split = held_out_split(name, data_dir)
     train = load_dataset(name, "train", data_dir=data_dir, download=download, image_size=size,
                          subset=train_subset, seed=seed)
     test = load_dataset(name, test_split, data_dir=data_dir, download=download, image_size=size)

@@ -17,7 +17,6 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn.parallel import DistributedDataParallel
 
 from gsg import __version__
 from gsg.analysis import decomposition
@@ -32,7 +31,7 @@ from gsg.analysis.collapse import (
 from gsg.analysis.knn import knn_accuracy
 from gsg.checkpoint import FORMAT_KEY, FORMAT_VERSION, check_resumable, load_checkpoint, save_atomic
 from gsg.config import Config, resolved_pairing
-from gsg.data.datasets import ImageDataset, load_dataset
+from gsg.data.datasets import ImageDataset, fixed_subset, held_out_split, load_dataset
 from gsg.data.loader import BatchLoader, CropSpec
 from gsg.data.views import BatchAugment, make_recipe
 from gsg.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
@@ -46,9 +45,19 @@ from gsg.ssl.surgery import GradSurgery
 from gsg.ssl.terms import Terms, policy_terms, symmetric_terms, target_loss
 from gsg.ssl.toy_losses import toy_loss
 from gsg.train import rng
-from gsg.train.distributed import DistInfo, all_reduce_mean, barrier, init_from_env, shutdown
+from gsg.train.distributed import (
+    DistInfo,
+    all_reduce_mean,
+    any_rank,
+    barrier,
+    broadcast_object,
+    init_from_env,
+    shutdown,
+    wrap_ddp,
+)
 from gsg.train.logging import MetricsLogger
 from gsg.train.optim import build_optimizer, effective_lr, lr_factor, set_lr
+from gsg.train.precision import amp_dtype, configure_cuda_backends, float32_heads
 
 log = logging.getLogger("gsg.train")
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -71,19 +80,9 @@ def resolve_device(name: str, info: DistInfo) -> torch.device:
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ConfigError("run.device asks for CUDA but no GPU is visible; use --device cpu")
-        if info.enabled:
-            return torch.device("cuda", info.local_rank)
+        if info.enabled:  # modulo: one visible GPU per task (SLURM --gpus-per-task=1), as init_from_env
+            return torch.device("cuda", info.local_rank % max(torch.cuda.device_count(), 1))
     return torch.device(name)
-
-
-def amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
-    if setting == "off" or (setting == "auto" and device.type != "cuda"):
-        return None
-    if setting == "fp16":
-        return torch.float16
-    if setting == "bf16" or (device.type == "cuda" and torch.cuda.is_bf16_supported()):
-        return torch.bfloat16
-    return torch.float16
 
 
 def pick_recipe(cfg: Config, dataset: ImageDataset, image_size: int) -> str:
@@ -92,6 +91,22 @@ def pick_recipe(cfg: Config, dataset: ImageDataset, image_size: int) -> str:
     if dataset.channels == 1:
         return "grayscale"
     return "cifar" if image_size <= 64 else "imagenet"
+
+
+def compile_model(requested: bool, sync_bn: bool, *, is_main: bool = True) -> bool:
+    """Whether to ``torch.compile`` the model: as requested, except under DDP with SyncBatchNorm.
+
+    Dynamo breaks the graph at every ``nn.SyncBatchNorm`` (pytorch/pytorch#161302; #107372: compile + DDP +
+    SyncBN errors), about 46 per step for SimSiam's ResNet-18 and 90 with BYOL's target: dozens of fragments,
+    long compiles and no expected speed-up. The augmentation, which has no BatchNorm, is still compiled.
+    """
+    if requested and sync_bn:
+        if is_main:
+            log.warning("run.compile: not compiling the model under multi-GPU DDP with SyncBatchNorm (torch.compile "
+                        "breaks the graph at every SyncBatchNorm layer, pytorch/pytorch#161302); the augmentation "
+                        "is still compiled")
+        return False
+    return requested
 
 
 class _Signals:
@@ -138,9 +153,11 @@ class Trainer:
         torch.manual_seed(cfg.run.seed + self.dist.rank)
 
         d = cfg.data
+        configure_cuda_backends(self.device)
+        # collective: under torchrun rank 0 downloads / lists the folder and the other ranks reuse its work.
         self.train_ds = load_dataset(d.dataset, "pretrain", data_dir=d.data_dir, download=d.download,
                                      on_bad_file=d.on_bad_file,
-                                     image_size=d.image_size, subset=d.subset, seed=cfg.run.seed)
+                                     image_size=d.image_size, subset=d.subset, seed=cfg.run.seed, collective=True)
         self.image_size = self.train_ds.image_size
         if self.train_ds.in_memory and d.on_device and self.device.type == "cuda":
             self.train_ds = self.train_ds.to(self.device)  # type: ignore[attr-defined]
@@ -171,6 +188,7 @@ class Trainer:
 
         self.model: Siamese = build_model(cfg.model, cfg.ssl.method, in_channels=self.train_ds.channels,
                                           image_size=self.image_size).to(self.device)
+        float32_heads(self.model)  # under autocast only the backbone runs in half precision (F12, docs/gpu.md)
         # channels-last is faster for convolutions on CUDA (tensor cores) and on CPU (oneDNN): 1.22-1.31x per
         # training step on 2 CPU cores (`gsg bench steps --set compare_layout=true`, docs/performance.md).
         self.channels_last = cfg.run.channels_last if cfg.run.channels_last is not None else True
@@ -189,27 +207,26 @@ class Trainer:
         if resume is True or (resume == "auto" and self.ckpt_path.is_file()):
             self._resume()
 
-        self.net: nn.Module = self.model
+        self.net, sync_bn = wrap_ddp(self.model, self.device, self.dist)
         if self.dist.enabled:
-            if self.device.type == "cuda":
-                module = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-                self.net = DistributedDataParallel(module, device_ids=[self.device.index])
-            else:  # PyTorch's SyncBatchNorm runs only on GPUs: CPU (gloo) runs keep per-process BatchNorm.
+            if not sync_bn:  # PyTorch's SyncBatchNorm runs only on GPUs: CPU (gloo) runs keep per-process BN.
                 log.warning("SyncBatchNorm needs CUDA; this CPU run uses per-process BatchNorm statistics")
-                self.net = DistributedDataParallel(self.model)
             self.model = self.net.module  # type: ignore[assignment]
-        self.forward = torch.compile(self.net) if cfg.run.compile else self.net
+        self.compile_model = compile_model(cfg.run.compile, sync_bn, is_main=self.dist.is_main)
+        self.forward = torch.compile(self.net) if self.compile_model else self.net
         if cfg.run.compile:
             # The augmentation's ~200 elementwise kernels per view fuse (1.78x on the CPU at 32 px,
             # docs/performance.md section 2); the random draw (`sample`) stays eager, so resume is unchanged.
             self.augment.apply = torch.compile(self.augment.apply)  # type: ignore[method-assign]
         self.logger = MetricsLogger(self.out, enabled=self.dist.is_main, tensorboard=cfg.run.tensorboard)
         self._knn_data: tuple[ImageDataset, ImageDataset] | None = None
+        if cfg.run.knn_every:
+            self._knn_data = self._load_knn_data()
         self._rollbacks = 0
 
     # ---------------------------------------------------------------- checkpoints
     def checkpoint_dict(self, rng_states: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-        rng_states = rng_states or [rng.capture(self.aug_gen)]
+        rng_states = rng_states or [rng.capture(self.aug_gen, self.device)]
         return {
             FORMAT_KEY: FORMAT_VERSION,
             "gsg_version": __version__,
@@ -230,22 +247,17 @@ class Trainer:
         }
 
     def save(self) -> None:
-        states: list[Any] = [rng.capture(self.aug_gen)]
+        states: list[Any] = [rng.capture(self.aug_gen, self.device)]
         if self.dist.enabled:  # every rank's RNG, so that each resumes its own augmentation and pairing stream
             states = [None] * self.dist.world_size
-            torch.distributed.all_gather_object(states, rng.capture(self.aug_gen))
+            torch.distributed.all_gather_object(states, rng.capture(self.aug_gen, self.device))
         if self.dist.is_main:
             save_atomic(self.checkpoint_dict(states), self.ckpt_path)
         barrier(self.dist)
 
     def _stop_requested(self, signals: _Signals) -> bool:
         """A signal seen by any rank stops every rank after the same step (else ranks disagree on collectives)."""
-        stop = signals.received is not None
-        if self.dist.enabled:
-            flag = torch.tensor(float(stop), device=self.device)
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-            stop = bool(flag.item())
-        return stop
+        return bool(any_rank(signals.received is not None, self.dist, self.device))
 
     def _resume(self) -> None:
         if not self.ckpt_path.is_file():
@@ -265,7 +277,10 @@ class Trainer:
                                 lr_scale=ts["lr_scale"], history=list(ckpt["metrics"]["history"]))
         per_rank = ts.get("rng_per_rank")
         same_world = isinstance(per_rank, list) and len(per_rank) == self.dist.world_size
-        rng.restore(per_rank[self.dist.rank] if same_world else ts["rng"], self.aug_gen)
+        # Reseeded only when the checkpoint's generator ran on another device type (rng.restore warns).
+        reseed = (self.cfg.run.seed * 7919 + self.dist.rank) * 1_000_003 + self.state.step
+        rng.restore(per_rank[self.dist.rank] if same_world else ts["rng"], self.aug_gen, reseed=reseed,
+                    device=self.device)
         log.info("resumed from %s at epoch %d, step %d", self.ckpt_path, self.state.epoch, self.state.step)
 
     def _check_compatible(self, ckpt: dict[str, Any]) -> None:
@@ -404,8 +419,11 @@ class Trainer:
             n += 1
             self.state.step += 1
             self.state.batch_in_epoch = i + 1
-            stop = self._stop_requested(signals)
-            if self.state.step % cfg.run.log_every == 0 or stop:
+            # Under DDP the ranks agree on a stop with an all-reduce, a host sync: only every log_every steps (all
+            # ranks at the same step); a signal then waits at most log_every steps. One process checks every step.
+            log_step = self.state.step % cfg.run.log_every == 0
+            stop = self._stop_requested(signals) if log_step or not self.dist.enabled else False
+            if log_step or stop:
                 self._check_finite(first_bad)
                 self.logger.log("step", self.state.step, {"epoch": epoch, "loss": float(loss.detach()), "lr": lr,
                                                           "ema_momentum": momentum, "z_std": float(stats["z_std"])})
@@ -478,6 +496,16 @@ class Trainer:
         return f"{kept}. Lower --lr, check the data, or set run.on_nonfinite = 'rollback'."
 
     def _check_finite(self, first_bad: Tensor) -> None:
+        """Raise TrainingDiverged if a step's loss was not finite; under DDP on every rank together.
+
+        A NaN on one rank reaches the others one step later through the gradient all-reduce; deciding per rank
+        would roll the ranks back at different steps and leave them out of step (docs/gpu.md, F2).
+        """
+        if self.dist.enabled:  # (any rank bad, earliest bad step) in one all-reduce
+            never = torch.iinfo(torch.long).max
+            both = torch.stack([first_bad, -torch.where(first_bad < 0, torch.full_like(first_bad, never), first_bad)])
+            torch.distributed.all_reduce(both, op=torch.distributed.ReduceOp.MAX)
+            first_bad = torch.where(both[0] >= 0, -both[1], both[0])
         bad_step = int(first_bad)
         if bad_step >= 0:
             raise TrainingDiverged(
@@ -490,8 +518,11 @@ class Trainer:
         named += [(f"momentum of {n}", self.optimizer.state[p]["momentum_buffer"])
                   for n, p in self.model.named_parameters()
                   if self.optimizer.state.get(p, {}).get("momentum_buffer") is not None]
-        ok = torch.stack([torch.isfinite(v).all() for _, v in named]).tolist()
-        bad = [k for (k, _), good in zip(named, ok, strict=True) if not good]
+        ok = torch.stack([torch.isfinite(v).all() for _, v in named])
+        bad = [k for (k, _), good in zip(named, ok.tolist(), strict=True) if not good]
+        # Per-process BatchNorm statistics (gloo) can differ between ranks: every rank decides together.
+        if self.dist.enabled and bool(any_rank(bool(bad), self.dist, self.device)) and not bad:
+            bad = ["weights or statistics of another process"]
         if bad:
             more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
             raise TrainingDiverged(
@@ -505,28 +536,52 @@ class Trainer:
             return "?"
 
     # ---------------------------------------------------------------- monitoring
+    def _load_knn_data(self) -> tuple[ImageDataset, ImageDataset] | None:
+        """The monitor's clean train bank and held-out split, loaded by rank 0 (the only rank that embeds them).
+
+        The decision to run the monitor is rank 0's and every rank takes it (a broadcast): a monitor switched
+        off on rank 0 alone would leave the other ranks waiting at its barrier (docs/gpu.md, F1). When the data
+        cannot serve, the run goes on without the monitor and says so, with what is missing.
+        """
+        cfg, d = self.cfg, self.cfg.data
+        reason: str | None = None
+        data: tuple[ImageDataset, ImageDataset] | None = None
+        if self.dist.is_main:
+            split = held_out_split(d.dataset, d.data_dir)  # val/ where an image folder has no test/ (ImageNet)
+            try:
+                # A bank or test subset larger than the split means the whole split (a small dataset).
+                bank = fixed_subset(load_dataset(d.dataset, "train", data_dir=d.data_dir, download=False,
+                                                 image_size=d.image_size, seed=cfg.run.seed),
+                                    cfg.run.knn_train_subset, cfg.run.seed)
+                test = fixed_subset(load_dataset(d.dataset, split, data_dir=d.data_dir, download=False,
+                                                 image_size=d.image_size, seed=cfg.run.seed),
+                                    cfg.run.knn_test_subset, cfg.run.seed)
+            except (DataError, ConfigError) as exc:
+                reason = f"its data could not be loaded: {exc}"
+            else:
+                if bank.num_classes == 0 or test.num_classes == 0:
+                    reason = (f"it needs labelled train and {split} splits, and {d.dataset} has no labels "
+                              f"(image folders: one subfolder per class)")
+                data = (bank, test)
+        reason = broadcast_object(reason, self.dist)
+        if reason is not None:
+            if self.dist.is_main:
+                log.warning("online kNN monitor requested (run.knn_every=%d) but switched off for this run: %s. "
+                            "No knn_* metrics will be reported; evaluate the checkpoint with `gsg knn`, or set "
+                            "run.knn_every=0 to run without the monitor.", cfg.run.knn_every, reason)
+            self.cfg.run.knn_every = 0
+            return None
+        return data
+
     def knn_monitor(self) -> dict[str, float]:
-        """kNN accuracy of the backbone on the clean (un-augmented) train bank and test set."""
+        """kNN accuracy of the backbone on the clean (un-augmented) train bank and test set (rank 0)."""
         cfg = self.cfg
         if self._knn_data is None:
-            d = cfg.data
-            try:
-                bank = load_dataset(d.dataset, "train", data_dir=d.data_dir, download=False,
-                                    image_size=d.image_size, subset=cfg.run.knn_train_subset, seed=cfg.run.seed)
-                test = load_dataset(d.dataset, "test", data_dir=d.data_dir, download=False,
-                                    image_size=d.image_size, subset=cfg.run.knn_test_subset, seed=cfg.run.seed)
-            except (DataError, ConfigError) as exc:
-                log.warning("online kNN disabled: %s", exc)
-                self.cfg.run.knn_every = 0
-                return {}
-            if bank.num_classes == 0 or test.num_classes == 0:
-                log.warning("online kNN disabled: %s has no labels", d.dataset)
-                self.cfg.run.knn_every = 0
-                return {}
-            self._knn_data = (bank, test)
+            return {}
         bank, test = self._knn_data
         kw = {"batch_size": 512, "device": self.device, "size": self.image_size, "mean": self.train_ds.mean,
-              "std": self.train_ds.std, "channels_last": self.channels_last, "amp_dtype": self.amp}
+              "std": self.train_ds.std, "channels_last": self.channels_last, "amp_dtype": self.amp,
+              "workers": cfg.data.workers}
         backbone = self.model.backbone
         fb, lb = embed(backbone, bank, **kw)
         ft, lt = embed(backbone, test, **kw)
@@ -534,6 +589,22 @@ class Trainer:
         dev = self.device  # the search on the training device: a 10k x 50k search is seconds on a GPU
         return knn_accuracy(fb.to(dev), lb.to(dev), ft.to(dev), lt.to(dev), bank.num_classes, ks=(cfg.run.knn_k, 1),
                             temperature=cfg.run.knn_t)
+
+    def _knn_all_ranks(self) -> dict[str, float]:
+        """Rank 0 runs the monitor; every rank gets its result (or its error, raised on every rank alike)."""
+        result: dict[str, float] | str = {}
+        if self.dist.is_main:
+            try:
+                result = self.knn_monitor()
+            except Exception as exc:
+                if not self.dist.enabled:
+                    raise
+                result = f"{type(exc).__name__}: {exc}"
+                log.exception("online kNN monitor failed")
+        result = broadcast_object(result, self.dist)
+        if isinstance(result, str):
+            raise DataError(f"the online kNN monitor failed on rank 0: {result}")
+        return result
 
     # ---------------------------------------------------------------- driver
     def fit(self) -> dict[str, Any]:
@@ -553,9 +624,7 @@ class Trainer:
                 self.state.batch_in_epoch = 0
                 last = self.state.epoch == cfg.optim.epochs
                 if cfg.run.knn_every and (self.state.epoch % cfg.run.knn_every == 0 or last):
-                    if self.dist.is_main:
-                        metrics.update(self.knn_monitor())
-                    barrier(self.dist)
+                    metrics.update(self._knn_all_ranks())
                 self.state.history.append(metrics)
                 self.logger.log("epoch", self.state.step, metrics)
                 if self.dist.is_main:
