@@ -113,6 +113,13 @@ def build_timm_backbone(name: str, *, in_channels: int = 3, image_size: int = 22
 
 
 def _check_patches(name: str, net: nn.Module, image_size: int) -> None:
+    """Patches that tile the image (ViTs) and a total stride no larger than it (convolutional stages)."""
+    info = getattr(net, "feature_info", None)
+    strides = [f.get("reduction") for f in info if isinstance(f, dict)] if isinstance(info, list) else []
+    stride = max((int(r) for r in strides if r), default=1)
+    if stride > image_size:
+        raise ConfigError(f"{name} downsamples by {stride} in total, more than the {image_size}-px images; use "
+                          f"data.image_size >= {stride}, or fewer or smaller stages through model.timm_kwargs")
     pe = getattr(net, "patch_embed", None)
     patch = getattr(pe, "patch_size", None)
     if patch is None:

@@ -27,6 +27,7 @@ one lr suits ResNet and ViT features of any scale.
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -154,9 +155,10 @@ class OnlineProbe:
         return {"probe_top1": 100.0 * correct / seen, "probe_loss": loss / seen}
 
     def state_dict(self) -> dict[str, Any]:
+        """A copy (not views of the live tensors, which keep training): weights, statistics, counts, optimiser."""
         return {"dim": self.dim, "num_classes": self.num_classes,
-                "head": {k: v.detach().cpu() for k, v in self.head.state_dict().items()},
-                "optimizer": self.optimizer.state_dict()}
+                "head": {k: v.detach().cpu().clone() for k, v in self.head.state_dict().items()},
+                "optimizer": copy.deepcopy(self.optimizer.state_dict())}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if (state.get("dim"), state.get("num_classes")) != (self.dim, self.num_classes):
