@@ -85,7 +85,7 @@ class RunConfig:
     out: str = "runs/gsg"  # run directory: checkpoint.pt, metrics.jsonl, tb/, config.json
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: str = "auto"  # auto (bf16 on CUDA that supports it, off on CPU) | bf16 | fp16 | off
-    channels_last: bool | None = None  # None: on (faster on CUDA and on CPU)
+    channels_last: bool | None = None  # None: on for ResNets (faster on CUDA and on CPU), off for timm models
     compile: bool = False  # torch.compile the model
     checkpoint_every: int = 1  # epochs
     knn_every: int = 1  # epochs; 0 disables the online kNN monitor
