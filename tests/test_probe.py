@@ -181,6 +181,13 @@ def test_unlabelled_folder_with_monitor_data_logs_knn_and_the_probe(tmp_path: Pa
     ckpt = load_checkpoint(Path(cfg.run.out) / "checkpoint.pt")
     assert ckpt["train_state"]["probe"]["num_classes"] == 4
     assert result["knn_k5"] == hist[-1]["knn_k5"]
+    # the same run without the probe trains the same weights
+    off = _folder_config(tmp_path / "off", monitor_data_dir=str(monitor), online_probe=False)
+    pretrain(off)
+    for k, v in _weights(off).items():
+        assert torch.equal(v, ckpt["model"][k]), k
+    assert [h["knn_k5"] for h in read_metrics(Path(off.run.out) / "metrics.jsonl", "epoch")] == [
+        h["knn_k5"] for h in hist]
 
 
 def test_monitoring_off_says_why_and_how_to_fix(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -65,6 +65,26 @@ def test_config_errors_name_the_fix(model: dict[str, Any], match: str) -> None:
         load_config(overrides={"model": model})
 
 
+def test_timm_kwargs_from_the_command_line(tmp_path: Path) -> None:
+    from gsg.cli import _overrides, build_parser
+
+    args = build_parser().parse_args(["pretrain", "--backbone", "timm:convnext_atto", "--set",
+                                      "model.timm_kwargs=dims=[8,16,32,64],depths=[1,1,1,1]"])
+    assert load_config(overrides=_overrides(args)).model.timm_kwargs == {"dims": [8, 16, 32, 64],
+                                                                       "depths": [1, 1, 1, 1]}
+    args = build_parser().parse_args(["pretrain", "--backbone", "timm:vit_tiny_patch16_224", "--set",
+                                      'model.timm_kwargs={"patch_size": 4, "qkv_bias": false}'])
+    assert load_config(overrides=_overrides(args)).model.timm_kwargs == {"patch_size": 4, "qkv_bias": False}
+
+
+def test_missing_timm_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "timm", None)  # import timm raises ImportError
+    with pytest.raises(ConfigError, match=r"needs the timm package: pip install 'gsg-ssl\[timm\]'"):
+        load_config(overrides={"model": {"backbone": "timm:convnext_atto"}})
+
+
 def test_build_refuses_what_gsg_sets_and_patches_that_do_not_tile() -> None:
     with pytest.raises(ConfigError, match=r"pretrained.*random initialisation"):
         build_backbone("timm:convnext_atto", timm_kwargs={"pretrained": True})
