@@ -92,6 +92,8 @@ def test_build_refuses_what_gsg_sets_and_patches_that_do_not_tile() -> None:
         build_backbone("timm:convnext_atto", timm_kwargs={"num_classes": 10})
     with pytest.raises(ConfigError, match=r"28-px images into 16-px patches.*patch_size=P.*e\.g\. 4"):
         build_backbone("timm:vit_tiny_patch16_224", image_size=28)
+    with pytest.raises(ConfigError, match=r"img_size=32 but the run's images are 16 px"):
+        build_backbone("timm:vit_tiny_patch16_224", image_size=16, timm_kwargs={"img_size": 32, "patch_size": 4})
     with pytest.raises(ConfigError, match=r"downsamples by 32 in total, more than the 16-px.*image_size >= 32"):
         build_backbone("timm:convnext_atto", image_size=16)
     with pytest.raises(ConfigError, match=r"unexpected keyword argument 'nonsense'.*model.timm_kwargs"):

@@ -250,14 +250,17 @@ def parse_kwargs(value: Any, where: str = "timm_kwargs") -> dict[str, Any]:
                           f"\"key=value,key=value\", got {value!r}")
     for k, v in value.items():
         if not isinstance(k, str) or not _plain(v):
-            raise ConfigError(f"{where}.{k} = {v!r}: values must be numbers, strings, booleans or lists of them")
+            raise ConfigError(f"{where}.{k} = {v!r}: values must be finite numbers, strings, booleans or lists of "
+                              "them")
     return dict(value)
 
 
 def _plain(v: Any) -> bool:
     if isinstance(v, list | tuple):
         return all(_plain(x) for x in v)
-    return v is None or isinstance(v, bool | int | float | str)
+    if isinstance(v, float):
+        return math.isfinite(v)
+    return v is None or isinstance(v, bool | int | str)
 
 
 def _field_types(cls: type) -> dict[str, Any]:

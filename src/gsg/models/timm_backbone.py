@@ -76,6 +76,10 @@ def create_kwargs(name: str, *, in_channels: int, image_size: int, kwargs: dict[
     for key, why in RESERVED.items():
         if key in kwargs:
             raise ConfigError(f"model.timm_kwargs sets {key!r}, which gsg sets itself: {why}; remove it")
+    given = kwargs.get("img_size")
+    if given is not None and not kwargs.get("dynamic_img_size") and given not in (image_size, [image_size] * 2):
+        raise ConfigError(f"model.timm_kwargs sets img_size={given} but the run's images are {image_size} px; leave "
+                          "img_size out (gsg sets it to the image size) or set data.image_size to match")
     out: dict[str, Any] = {"in_chans": in_channels}
     if "img_size" not in kwargs and _takes_img_size(name):
         out["img_size"] = image_size
