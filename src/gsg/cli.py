@@ -61,7 +61,8 @@ class _Parser(argparse.ArgumentParser):
 def _choices_from_config() -> dict[str, tuple[str, ...]]:
     from gsg.config import CHOICES
 
-    return {flag: CHOICES[sk] for flag, sk in PRETRAIN_FLAGS.items() if sk in CHOICES}
+    # --backbone also takes timm:NAME, checked (with the nearest names) by the config's validation
+    return {flag: CHOICES[sk] for flag, sk in PRETRAIN_FLAGS.items() if sk in CHOICES and flag != "backbone"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -171,10 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
     ts.add_argument("--device", default="auto")
     ts.add_argument("--target", action="store_true")
 
-    ex = sub.add_parser("export", help="export the backbone to torchvision or Detectron2 format", allow_abbrev=False)
+    ex = sub.add_parser("export", help="export the backbone to torchvision, Detectron2 or timm format",
+                        allow_abbrev=False)
     ex.set_defaults(_parser=ex, func=cmd_export)
     ex.add_argument("checkpoint", type=Path)
-    ex.add_argument("--format", choices=["torchvision", "detectron2"], required=True)
+    ex.add_argument("--format", choices=["torchvision", "detectron2", "timm"], required=True)
     ex.add_argument("--out", type=Path, required=True)
     ex.add_argument("--target", action="store_true", help="BYOL: export the EMA (target) backbone")
 
@@ -584,6 +586,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         model = (f"torchvision.models.{build['arch']}()" if standard else
                  "gsg.eval.export.torchvision_resnet(" + ", ".join(f"{k}={v!r}" for k, v in build.items()) + ")")
         print(f"load it with: m = {model}; m.load_state_dict(torch.load({str(path)!r}, weights_only=True))")
+    if args.format == "timm":
+        from gsg.eval.export import timm_create_line
+
+        meta = json.loads(path.with_name(path.name + ".json").read_text())
+        print(f"load it with: import timm, torch; m = {timm_create_line(meta['build'])}; "
+              f"m.load_state_dict(torch.load({str(path)!r}, weights_only=True))")
     return 0
 
 

@@ -67,8 +67,13 @@ DONE_NAME = "done.json"
 EVAL_SECTION = "reproduce"
 EVAL_KEYS = ("linear_epochs", "linear_mode", "linear_train_subset", "tsne_max_points", "tsne_train_subset")
 # Settings that do not change what a run computes: a finished run stays valid when only these differ.
+# Settings that do not change what a run trains (its weights): a finished run made with other values is reused.
+# The online probe and the decomposition log are bit-identical on/off (tested); W&B and the final baselines only
+# report.
 VOLATILE = {("run", k) for k in ("out", "device", "progress", "tensorboard", "log_every", "compile", "amp",
-                                 "channels_last")} | {("data", k) for k in ("data_dir", "workers", "on_device",
+                                 "channels_last", "wandb", "wandb_project", "wandb_name", "wandb_mode",
+                                 "online_probe", "probe_optimizer", "probe_lr", "final_baselines",
+                                 "log_decomposition")} | {("data", k) for k in ("data_dir", "workers", "on_device",
                                                                              "download")}
 
 

@@ -37,6 +37,7 @@ from gsg.data.views import BatchAugment, make_recipe
 from gsg.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
 from gsg.models.directpred import DirectPredictor, batch_correlation, eigenspace_alignment
 from gsg.models.embed import embed
+from gsg.models.timm_backbone import is_timm
 from gsg.ssl.build import backbone_spec, build_model
 from gsg.ssl.ema import momentum_at
 from gsg.ssl.siamese import Siamese
@@ -55,9 +56,10 @@ from gsg.train.distributed import (
     shutdown,
     wrap_ddp,
 )
-from gsg.train.logging import MetricsLogger
+from gsg.train.logging import MetricsLogger, WandbSettings
 from gsg.train.optim import build_optimizer, effective_lr, lr_factor, set_lr
 from gsg.train.precision import amp_dtype, configure_cuda_backends, float32_heads
+from gsg.train.probe import MONITOR_FIX, FeatureTap, OnlineProbe, monitor_datasets
 
 log = logging.getLogger("gsg.train")
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -191,7 +193,9 @@ class Trainer:
         float32_heads(self.model)  # under autocast only the backbone runs in half precision (F12, docs/gpu.md)
         # channels-last is faster for convolutions on CUDA (tensor cores) and on CPU (oneDNN): 1.22-1.31x per
         # training step on 2 CPU cores (`gsg bench steps --set compare_layout=true`, docs/performance.md).
-        self.channels_last = cfg.run.channels_last if cfg.run.channels_last is not None else True
+        # timm models (ViTs: tokens, not feature maps) stay in their own layout unless asked.
+        self.channels_last = (cfg.run.channels_last if cfg.run.channels_last is not None
+                              else not is_timm(cfg.model.backbone))
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.global_batch = cfg.optim.batch_size
@@ -201,6 +205,9 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
         self.aug_gen = torch.Generator(device=self.device)
         self.aug_gen.manual_seed(cfg.run.seed * 7919 + self.dist.rank)
+        self._knn_data: tuple[ImageDataset, ImageDataset] | None = None
+        self.probe, self.probe_mode = self._make_probe()
+        self.tap = FeatureTap(self.model.backbone) if self.probe_mode == "views" else None
         self.state = TrainState()
         # resume=True requires a checkpoint; "auto" continues one if present (what a torchrun elastic restart,
         # which reruns the same command line, needs).
@@ -218,11 +225,43 @@ class Trainer:
             # The augmentation's ~200 elementwise kernels per view fuse (1.78x on the CPU at 32 px,
             # docs/performance.md section 2); the random draw (`sample`) stays eager, so resume is unchanged.
             self.augment.apply = torch.compile(self.augment.apply)  # type: ignore[method-assign]
-        self.logger = MetricsLogger(self.out, enabled=self.dist.is_main, tensorboard=cfg.run.tensorboard)
-        self._knn_data: tuple[ImageDataset, ImageDataset] | None = None
-        if cfg.run.knn_every:
+        wandb = (WandbSettings(project=cfg.run.wandb_project, name=cfg.run.wandb_name, mode=cfg.run.wandb_mode,
+                               config=cfg.to_dict()) if cfg.run.wandb else None)
+        self.logger = MetricsLogger(self.out, enabled=self.dist.is_main, tensorboard=cfg.run.tensorboard, wandb=wandb)
+        if cfg.run.knn_every:  # (run.monitor_data_dir's data were loaded by _make_probe)
             self._knn_data = self._load_knn_data()
         self._rollbacks = 0
+
+    def _make_probe(self) -> tuple[OnlineProbe | None, str | None]:
+        """The online linear probe (gsg.train.probe) and its mode: "views", "monitor", or off (None)."""
+        run = self.cfg.run
+        if run.monitor_data_dir:  # asked for: unusable monitor data is an error, not a warning
+            self._knn_data = monitor_datasets(self.cfg, image_size=self.image_size, channels=self.train_ds.channels)
+            mode, classes = "monitor", self._knn_data[0].num_classes
+            if not run.knn_every:
+                if run.online_probe:
+                    raise ConfigError("the online probe on run.monitor_data_dir trains at kNN-monitor epochs, but "
+                                      "run.knn_every = 0; set run.knn_every >= 1 or run.online_probe = false")
+                log.warning("run.knn_every = 0: no kNN monitor and no online probe on run.monitor_data_dir")
+                return None, None
+        elif self.train_ds.num_classes >= 2:
+            mode, classes = "views", self.train_ds.num_classes
+        else:
+            why = f"{self.cfg.data.dataset} at {self.cfg.data.data_dir or 'its default location'} has no labels"
+            if run.online_probe:
+                raise ConfigError(f"run.online_probe = true needs labels, but {why}; {MONITOR_FIX}, or set "
+                                  "run.online_probe = false")
+            if run.online_probe is None:
+                log.warning("online linear probe off: %s; %s", why, MONITOR_FIX)
+            return None, None
+        if run.online_probe is False:
+            return None, None
+        # views mode: every rank trains on its batch and the gradients are summed; monitor mode: rank 0 alone
+        reduce = ((lambda t: all_reduce_mean(t, self.dist) * self.dist.world_size)
+                  if self.dist.enabled and mode == "views" else None)
+        probe = OnlineProbe(self.model.backbone.out_dim, classes, optimizer=run.probe_optimizer, lr=run.probe_lr,
+                            seed=run.seed, device=self.device, all_reduce=reduce)
+        return probe, mode
 
     # ---------------------------------------------------------------- checkpoints
     def checkpoint_dict(self, rng_states: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -242,6 +281,7 @@ class Trainer:
                 "epoch": self.state.epoch, "step": self.state.step,
                 "batch_in_epoch": self.state.batch_in_epoch, "lr_scale": self.state.lr_scale,
                 "rng": rng_states[0], "rng_per_rank": rng_states, "world_size": self.dist.world_size,
+                "probe": self.probe.state_dict() if self.probe is not None else None,
             },
             "metrics": {"history": self.state.history},
         }
@@ -281,18 +321,25 @@ class Trainer:
         reseed = (self.cfg.run.seed * 7919 + self.dist.rank) * 1_000_003 + self.state.step
         rng.restore(per_rank[self.dist.rank] if same_world else ts["rng"], self.aug_gen, reseed=reseed,
                     device=self.device)
+        if self.probe is not None:
+            if ts.get("probe") is None:
+                log.warning("%s has no online-probe state (made with the probe off): the probe starts afresh",
+                            self.ckpt_path)
+            else:
+                self.probe.load_state_dict(ts["probe"])
         log.info("resumed from %s at epoch %d, step %d", self.ckpt_path, self.state.epoch, self.state.step)
 
     def _check_compatible(self, ckpt: dict[str, Any]) -> None:
-        saved, now = ckpt["config"], self.cfg.to_dict()
+        saved, now, defaults = ckpt["config"], self.cfg.to_dict(), type(self.cfg)().to_dict()
         # Anything that changes the model, the data or the optimisation must match for an exact resume.
         fixed = [("model", k) for k in now["model"]] + [("ssl", k) for k in now["ssl"]] + [
             ("data", "dataset"), ("data", "subset"), ("data", "image_size"), ("optim", "batch_size"),
             ("optim", "base_lr"), ("optim", "lr"), ("optim", "schedule"), ("optim", "weight_decay"),
+            ("optim", "optimizer"), ("optim", "adam_beta1"), ("optim", "adam_beta2"), ("optim", "adam_eps"),
             ("run", "seed")]
-        d = Config().to_dict()  # a key added to the schema after the checkpoint was made reads as its default
-        diffs = [f"{s}.{k}: checkpoint {saved.get(s, {}).get(k, d[s][k])!r} vs now {now[s][k]!r}"
-                 for s, k in fixed if saved.get(s, {}).get(k, d[s][k]) != now[s][k]]
+        # a key the checkpoint predates had its default then
+        diffs = [f"{s}.{k}: checkpoint {saved.get(s, {}).get(k, defaults[s][k])!r} vs now {now[s][k]!r}"
+                 for s, k in fixed if saved.get(s, {}).get(k, defaults[s][k]) != now[s][k]]
         if diffs:
             raise CheckpointError(f"checkpoint {self.ckpt_path} was made with a different config: "
                                   + "; ".join(diffs) + ". Resume with the same settings or use a new --out.")
@@ -400,13 +447,18 @@ class Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         bar = _progress(self.steps_per_epoch, start, f"epoch {epoch + 1}/{cfg.optim.epochs}",
                         enabled=cfg.run.progress and self.dist.is_main)
-        for i, (images, _labels, _idx) in enumerate(self.loader.iterate(start), start=start):
+        for i, (images, labels, _idx) in enumerate(self.loader.iterate(start), start=start):
             if i >= self.steps_per_epoch:
                 break
             factor = lr_factor(self.state.step, self.total_steps, cfg.optim.warmup_epochs * self.steps_per_epoch,
                                cfg.optim.schedule)
             lr = set_lr(self.optimizer, self.base_lr * self.state.lr_scale, factor)
-            loss, stats, momentum = self.train_step(images)
+            if self.tap is not None and self.probe is not None:  # the probe reads the two views' features
+                with self.tap.recording() as feats:
+                    loss, stats, momentum = self.train_step(images)
+                self.probe.train_batch(torch.cat(feats[:2]), labels.repeat(2))
+            else:
+                loss, stats, momentum = self.train_step(images)
             bad = ~torch.isfinite(loss.detach())
             first_bad = torch.where(bad & (first_bad < 0), torch.full((), self.state.step, dtype=torch.long,
                                                                          device=self.device),
@@ -546,6 +598,10 @@ class Trainer:
         cfg, d = self.cfg, self.cfg.data
         reason: str | None = None
         data: tuple[ImageDataset, ImageDataset] | None = None
+        if cfg.run.monitor_data_dir:  # a separate labelled folder (gsg.train.probe.monitor_datasets)
+            if self._knn_data is None:
+                self._knn_data = monitor_datasets(cfg, image_size=self.image_size, channels=self.train_ds.channels)
+            return self._knn_data
         if self.dist.is_main:
             split = held_out_split(d.dataset, d.data_dir)  # val/ where an image folder has no test/ (ImageNet)
             try:
@@ -567,8 +623,8 @@ class Trainer:
         if reason is not None:
             if self.dist.is_main:
                 log.warning("online kNN monitor requested (run.knn_every=%d) but switched off for this run: %s. "
-                            "No knn_* metrics will be reported; evaluate the checkpoint with `gsg knn`, or set "
-                            "run.knn_every=0 to run without the monitor.", cfg.run.knn_every, reason)
+                            "No knn_* metrics will be reported; evaluate the checkpoint with `gsg knn`, %s, or set "
+                            "run.knn_every=0 to run without the monitor.", cfg.run.knn_every, reason, MONITOR_FIX)
             self.cfg.run.knn_every = 0
             return None
         return data
@@ -587,8 +643,13 @@ class Trainer:
         ft, lt = embed(backbone, test, **kw)
         backbone.train()
         dev = self.device  # the search on the training device: a 10k x 50k search is seconds on a GPU
-        return knn_accuracy(fb.to(dev), lb.to(dev), ft.to(dev), lt.to(dev), bank.num_classes, ks=(cfg.run.knn_k, 1),
-                            temperature=cfg.run.knn_t)
+        result = knn_accuracy(fb.to(dev), lb.to(dev), ft.to(dev), lt.to(dev), bank.num_classes,
+                              ks=(cfg.run.knn_k, 1), temperature=cfg.run.knn_t)
+        if self.probe is not None and (self.probe_mode == "monitor" or bank.classes == self.train_ds.classes):
+            if self.probe_mode == "monitor":  # one pass over the clean labelled train features
+                self.probe.fit(fb, lb, epoch=self.state.epoch)
+            result["probe_test_top1"] = self.probe.evaluate(ft, lt)
+        return result
 
     def _knn_all_ranks(self) -> dict[str, float]:
         """Rank 0 runs the monitor; every rank gets its result (or its error, raised on every rank alike)."""
@@ -625,6 +686,8 @@ class Trainer:
                 last = self.state.epoch == cfg.optim.epochs
                 if cfg.run.knn_every and (self.state.epoch % cfg.run.knn_every == 0 or last):
                     metrics.update(self._knn_all_ranks())
+                if self.probe is not None:  # every rank: the counts are summed over processes
+                    metrics.update(self.probe.epoch_metrics())
                 self.state.history.append(metrics)
                 self.logger.log("epoch", self.state.step, metrics)
                 if self.dist.is_main:
