@@ -57,11 +57,11 @@ def test_voc11_map_two_classes_difficult_and_ties() -> None:
     # Class 0 with the difficult row 1 removed: ranking +, +, - -> AP 100.
     # Class 1 with row 3 (difficult) removed: scores 0.1 (-), 0.5 (+), 0.5 (-); the two 0.5s are tied and
     # form one point: precision 1/2 at recall 1 -> AP 50.
-    aps = voc11_ap_per_class(scores, targets, difficult)
+    aps = voc11_ap_per_class(scores, targets, difficult, curve="devkit")
     assert aps.tolist() == pytest.approx([100.0, 50.0])
-    assert voc11_average_precision(scores, targets, difficult) == pytest.approx(75.0)
+    assert voc11_average_precision(scores, targets, difficult, curve="devkit") == pytest.approx(75.0)
     # Without the difficult mask class 0 ranks +, -, + and class 1 ranks - (0.9), then the tie.
-    aps_all = voc11_ap_per_class(scores, targets)
+    aps_all = voc11_ap_per_class(scores, targets, curve="devkit")
     assert aps_all[0] == pytest.approx(100 * (6 + 5 * 2 / 3) / 11)
     assert aps_all[1] == pytest.approx(100 * (11 * 1 / 3) / 11)  # best precision 1/3 at recall 1
 

@@ -74,6 +74,10 @@ def _check_schema(cfg: Config) -> None:
         for key, annotation in hints.items():
             value = getattr(obj, key)
             args = typing.get_args(annotation)
+            if typing.get_origin(annotation) is dict:  # model.timm_kwargs: a table of plain, finite values
+                assert type(value) is dict and all(type(k) is str for k in value), (section, key, value)
+                assert not any(isinstance(v, float) and not math.isfinite(v) for v in value.values())
+                continue
             if value is None:
                 assert type(None) in args, f"{section}.{key} is None"
                 continue

@@ -7,7 +7,7 @@ Layout (``FORMAT_VERSION`` 1)::
 
     {"gsg_checkpoint": 1,
      "config": {...},            # the full resolved config, plain JSON types
-     "backbone": {"arch", "width", "in_channels", "cifar_stem", "image_size"},
+     "backbone": {"arch", "width", "in_channels", "cifar_stem", "image_size"},  # + "timm_kwargs" for timm:NAME
      "data": {"dataset", "mean", "std", "image_size", "channels"},
      "model": state_dict,        # Siamese model: "backbone.*", "projector.*", "predictor.*", "target.*"
      "train_state": {...},       # optimizer, epoch, step, RNG states ... (for --resume)
@@ -367,12 +367,11 @@ def backbone_from_checkpoint(ckpt: dict[str, Any], *, target: bool = False) -> B
 
     ``target=True`` takes BYOL's EMA (target) backbone instead of the online one.
     """
-    from gsg.models.backbones import Backbone
+    from gsg.models.backbones import backbone_from_spec
 
     spec = ckpt["backbone"]
     try:
-        net = Backbone(spec["arch"], width=spec["width"], in_channels=spec["in_channels"],
-                       cifar_stem=spec["cifar_stem"])
+        net = backbone_from_spec(spec)  # a gsg ResNet, or the timm model of a "timm:NAME" spec
     except KeyError as exc:
         raise CheckpointError(f"checkpoint backbone spec {spec} lacks {exc}") from exc
     prefix = "target.backbone." if target else "backbone."

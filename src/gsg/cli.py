@@ -6,6 +6,7 @@ import argparse
 import difflib
 import json
 import logging
+import os
 import shlex
 import sys
 from collections.abc import Callable, Sequence
@@ -60,7 +61,8 @@ class _Parser(argparse.ArgumentParser):
 def _choices_from_config() -> dict[str, tuple[str, ...]]:
     from gsg.config import CHOICES
 
-    return {flag: CHOICES[sk] for flag, sk in PRETRAIN_FLAGS.items() if sk in CHOICES}
+    # --backbone also takes timm:NAME, checked (with the nearest names) by the config's validation
+    return {flag: CHOICES[sk] for flag, sk in PRETRAIN_FLAGS.items() if sk in CHOICES and flag != "backbone"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,6 +92,29 @@ def build_parser() -> argparse.ArgumentParser:
                    "(for torchrun --max-restarts)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
+    bl = sub.add_parser("baselines", help="raw-pixel and random-init kNN / linear probe under a result's protocol",
+                        allow_abbrev=False)
+    bl.set_defaults(_parser=bl, func=cmd_baselines)
+    bl.add_argument("checkpoint", type=Path, nargs="?",
+                    help="take dataset, size, normalisation and architecture from this checkpoint (and print its "
+                         "own kNN beside the baselines)")
+    bl.add_argument("--dataset", help="without a checkpoint: the dataset (its train/test splits)")
+    bl.add_argument("--data-dir")
+    bl.add_argument("--backbone", default="resnet18", help="without a checkpoint: the architecture")
+    bl.add_argument("--width", type=float, default=1.0)
+    bl.add_argument("--image-size", type=int, help="without a checkpoint: default the dataset's own size")
+    bl.add_argument("--k", type=int, default=200)
+    bl.add_argument("--temperature", type=float, default=0.1)
+    bl.add_argument("--train-subset", type=int, help="kNN bank: a fixed subset of the train split")
+    bl.add_argument("--test-subset", type=int)
+    bl.add_argument("--no-linear", action="store_true", help="kNN only (skip the feature-mode linear probe)")
+    bl.add_argument("--linear-epochs", type=int, default=90)
+    bl.add_argument("--linear-train-subset", type=int)
+    bl.add_argument("--lr", type=float, help="the probe's base lr (default: the probe protocol's)")
+    bl.add_argument("--seeds", type=int, default=3, help="random-init networks to average")
+    bl.add_argument("--device", default="auto")
+    bl.add_argument("--out", type=Path, help="JSON file (default: baselines.json next to the checkpoint)")
+
     k = sub.add_parser("knn", help="kNN accuracy of a checkpoint's backbone (weighted k=200 and k=1)",
                        allow_abbrev=False)
     k.set_defaults(_parser=k, func=cmd_knn)
@@ -100,8 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--temperature", type=float, default=0.1)
     k.add_argument("--batch-size", type=int, default=512)
     k.add_argument("--train-subset", type=int, default=None, help="use a fixed subset of the train set as bank")
-    k.add_argument("--device", default="auto")
+    k.add_argument("--device", default="auto", help="where the backbone and the neighbour search run")
     k.add_argument("--target", action="store_true", help="BYOL: evaluate the EMA (target) backbone")
+    _add_eval_speed_flags(k)
 
     lin = sub.add_parser("linear", help="linear probe on the frozen backbone (§5.1 protocol)", allow_abbrev=False)
     lin.set_defaults(_parser=lin, func=cmd_linear)
@@ -119,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     lin.add_argument("--seed", type=int, default=0)
     lin.add_argument("--device", default="auto")
     lin.add_argument("--target", action="store_true", help="BYOL: evaluate the EMA (target) backbone")
+    _add_eval_speed_flags(lin)
 
     tr = sub.add_parser("transfer", help="transfer by L2-regularised logistic regression (Ericsson et al.)",
                         allow_abbrev=False)
@@ -145,10 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
     ts.add_argument("--device", default="auto")
     ts.add_argument("--target", action="store_true")
 
-    ex = sub.add_parser("export", help="export the backbone to torchvision or Detectron2 format", allow_abbrev=False)
+    ex = sub.add_parser("export", help="export the backbone to torchvision, Detectron2 or timm format",
+                        allow_abbrev=False)
     ex.set_defaults(_parser=ex, func=cmd_export)
     ex.add_argument("checkpoint", type=Path)
-    ex.add_argument("--format", choices=["torchvision", "detectron2"], required=True)
+    ex.add_argument("--format", choices=["torchvision", "detectron2", "timm"], required=True)
     ex.add_argument("--out", type=Path, required=True)
     ex.add_argument("--target", action="store_true", help="BYOL: export the EMA (target) backbone")
 
@@ -193,12 +221,21 @@ def build_parser() -> argparse.ArgumentParser:
     bn = sub.add_parser("bench", help="benchmarks that compare side by side and print ratios (docs/performance.md)",
                         allow_abbrev=False)
     bn.set_defaults(_parser=bn, func=cmd_bench)
-    bn.add_argument("name", choices=["steps", "datapath", "knn", "accuracy", "epoch"])
+    bn.add_argument("name", choices=["steps", "datapath", "knn", "accuracy", "epoch", "cpuscale"])
     bn.add_argument("--device", default="auto")
     bn.add_argument("--quick", action="store_true", help="tiny sizes (seconds), to check the benchmark runs")
     bn.add_argument("--out", type=Path, help="also write the result as JSON")
     bn.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
                     help="a keyword option of the benchmark's run(), e.g. --set batch_size=256 (JSON values)")
+
+    doc = sub.add_parser("doctor", help="run every GPU code path once at small sizes: a PASS/FAIL/SKIP table",
+                         allow_abbrev=False)
+    doc.set_defaults(_parser=doc, func=cmd_doctor)
+    doc.add_argument("--device", default="cuda", help="cuda (the point of it), or cpu to check the CPU stand-ins")
+    doc.add_argument("--out", type=Path, default=Path("runs/doctor"), help="a log per step and doctor.json")
+    doc.add_argument("--quick", action="store_true", help="the smallest sizes and fewest epochs (seconds a step)")
+    doc.add_argument("--skip", nargs="+", default=[], metavar="STEP", help="steps to skip (e.g. compile bench_epoch)")
+    doc.add_argument("--only", nargs="+", default=[], metavar="STEP", help="run only these steps")
 
     sim = sub.add_parser("simulate", help="linear learning dynamics of Tian et al. (plots + JSON)", allow_abbrev=False)
     sim.set_defaults(_parser=sim, func=cmd_simulate)
@@ -207,6 +244,27 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--set", action="append", default=[], metavar="PARAM=VALUE",
                      help="override a simulation parameter, e.g. --set eta=0.1 (see docs/simulator.md)")
     return parser
+
+
+def _add_eval_speed_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, default=0, help="decoding processes for image folders (0: in-process)")
+    p.add_argument("--amp", choices=["off", "auto", "bf16", "fp16"], default="off",
+                   help="autocast the backbone (auto: bf16 on GPUs that have it natively, else fp16; off on CPU)")
+    p.add_argument("--channels-last", action="store_true", help="channels-last memory layout for the backbone")
+
+
+def _eval_amp(setting: str, device: str) -> Any:
+    from gsg.models.embed import resolve_device
+    from gsg.train.precision import amp_dtype
+
+    return amp_dtype(setting, resolve_device(device))
+
+
+def _is_rank0() -> bool:
+    """Under torchrun only rank 0 writes the run's files and prints its summary."""
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _simulation_experiments() -> tuple[str, ...]:
@@ -271,20 +329,38 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0
     out = Path(cfg.run.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "command.txt").write_text(args.command_line + "\n")
-    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    main = _is_rank0()
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "command.txt").write_text(args.command_line + "\n")
+        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     try:
         result = pretrain(cfg, resume="auto" if args.auto_resume else args.resume)
     except Interrupted as exc:
-        print(f"gsg: {exc}", file=sys.stderr)
+        if main:
+            print(f"gsg: {exc}", file=sys.stderr)
         return 130
+    if not main:
+        return 0
     print(f"checkpoint: {result['checkpoint']}")
     knn = {k: v for k, v in result.items() if k.startswith("knn_")}
     if knn:
         print("kNN accuracy: " + ", ".join(f"{k} = {v:.2f}%" for k, v in knn.items()))
     print(f"final loss {result.get('loss', float('nan')):.4f}, std(z/|z|)*sqrt(d) {result.get('z_std', 0):.3f}")
+    if cfg.run.final_baselines and int(os.environ.get("RANK", "0")) == 0:
+        _print_final_baselines(result["checkpoint"], cfg.run.device, cfg.run.knn_k, cfg.run.knn_t)
     return 0
+
+
+def _print_final_baselines(checkpoint: str, device: str, k: int, t: float) -> None:
+    """The final checkpoint's kNN on the whole train and test splits, beside raw pixels and a random-init
+    backbone of its architecture (one seed), so that a run shows whether it learned anything."""
+    from gsg.eval.baselines import compare_checkpoint, format_rows
+
+    learned, res, proto = compare_checkpoint(checkpoint, seeds=(0,), device=device, k=k, temperature=t, linear=False)
+    print(f"kNN on the whole {proto.dataset} train split (bank) and test split, k={k} T={t} and k=1, beside the "
+          "baselines of the same protocol:")
+    print("\n".join(format_rows(learned, res, [f"knn_k{k}", "knn_k1"])))
 
 
 def cmd_knn(args: argparse.Namespace) -> int:
@@ -292,11 +368,48 @@ def cmd_knn(args: argparse.Namespace) -> int:
 
     result = knn_evaluate(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir, k=args.k,
                           temperature=args.temperature, batch_size=args.batch_size, device=args.device,
-                          train_subset=args.train_subset, target=args.target,
+                          train_subset=args.train_subset, target=args.target, workers=args.workers,
+                          channels_last=args.channels_last, amp_dtype=_eval_amp(args.amp, args.device),
                           command=args.command_line)
     print(f"{result['dataset']}: kNN (k={args.k}, T={args.temperature}) {result['knn_k' + str(args.k)]:.2f}%, "
           f"kNN (k=1) {result['knn_k1']:.2f}%  [{result['train_size']} train, {result['test_size']} test]")
     print(f"result: {result['result_file']}")
+    return 0
+
+
+def cmd_baselines(args: argparse.Namespace) -> int:
+    from gsg.errors import ConfigError
+    from gsg.eval.baselines import Protocol, compare_checkpoint, evaluate_baselines, format_rows
+
+    common = {"train_subset": args.train_subset, "test_subset": args.test_subset, "k": args.k,
+              "temperature": args.temperature, "linear": not args.no_linear, "linear_epochs": args.linear_epochs,
+              "linear_lr": args.lr, "linear_train_subset": args.linear_train_subset}
+    learned = None
+    if args.checkpoint is not None:
+        learned, res, proto = compare_checkpoint(args.checkpoint, seeds=range(args.seeds), device=args.device,
+                                                 **common, **({"data_dir": args.data_dir} if args.data_dir else {}))
+    else:
+        if not args.dataset:
+            raise ConfigError("gsg baselines needs a CHECKPOINT or --dataset NAME (with --backbone/--width)")
+        from gsg.data.datasets import load_dataset
+        from gsg.models.backbones import CIFAR_STEM_MAX_SIZE
+
+        ds = load_dataset(args.dataset, "train", data_dir=args.data_dir, download=False, image_size=args.image_size)
+        spec = {"arch": args.backbone, "width": args.width, "in_channels": ds.channels,
+                "cifar_stem": ds.image_size <= CIFAR_STEM_MAX_SIZE}
+        proto = Protocol(dataset=args.dataset, image_size=ds.image_size, mean=ds.mean, std=ds.std, backbone=spec,
+                         data_dir=args.data_dir, **common)
+        res = evaluate_baselines(proto, seeds=range(args.seeds), device=args.device)
+    metrics = [f"knn_k{args.k}", "knn_k1"] + ([] if args.no_linear else ["linear_top1"])
+    print(f"{proto.dataset} at {proto.image_size} px, {proto.backbone['arch']} width {proto.backbone['width']}: "
+          f"kNN k={args.k}, T={args.temperature}" + ("" if args.no_linear else
+                                                    f"; linear probe: features, {args.linear_epochs} epochs"))
+    print("\n".join(format_rows(learned, res, metrics)))
+    out = args.out or (args.checkpoint.with_name("baselines.json") if args.checkpoint else Path("baselines.json"))
+    record = {"protocol": {k: v for k, v in vars(proto).items()}, "learned": learned, "baselines": res,
+              "command": args.command_line}
+    out.write_text(json.dumps(record, indent=1, default=str) + "\n")
+    print(f"result: {out}")
     return 0
 
 
@@ -306,7 +419,8 @@ def cmd_linear(args: argparse.Namespace) -> int:
     r = linear_evaluate(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs,
                         protocol=args.protocol, batch_size=args.batch_size, lr=args.lr, mode=args.mode,
                         device=args.device, seed=args.seed, train_subset=args.train_subset, target=args.target,
-                        command=args.command_line)
+                        workers=args.workers, channels_last=args.channels_last,
+                        amp_dtype=_eval_amp(args.amp, args.device), command=args.command_line)
     top5 = f", top-5 {r['top5']:.2f}%" if r.get("top5") is not None else ""
     print(f"{r['dataset']}: linear probe top-1 {r['top1']:.2f}%{top5}  [{args.epochs} epochs, {args.mode}]")
     print(f"result: {r['result_file']}\nclassifier: {r['classifier_file']}")
@@ -420,6 +534,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from gsg.doctor import run_doctor
+
+    report = run_doctor(args.device, args.out, quick=args.quick, skip=args.skip, only=args.only)
+    print(report.table())
+    print(f"logs: {args.out}")
+    return 0 if report.ok else 1
+
+
 def cmd_diagnose(args: argparse.Namespace) -> int:
     from gsg.eval.diagnose import diagnose
     from gsg.eval.results import write_result
@@ -440,6 +563,11 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
           + f"; distance margin mean {g['margin_mean']:.4g}")
     if "predictor_alignment" in r:
         print(f"predictor eigenspace alignment: {r['predictor_alignment']:.4f}")
+    if r.get("decomposition"):  # docs/decomposition.md
+        dec = r["decomposition"]
+        shown = ("ge_norm", "ge_center_norm", "ge_residual_norm", "eta_p", "sel_center_norm", "sel_eta")
+        print(f"gradient decomposition (mean over {dec['batches']} batches of {dec['batch_size']}): "
+              + ", ".join(f"{k} {dec[k]:.4g}" for k in shown if k in dec))
     print(f"spectrum plot: {r['plot']}")
     path = write_result(args.checkpoint, "diagnose", r["dataset"], "projection_std_sqrt_d",
                         r["projection"]["std_sqrt_d"], r, args.command_line)
@@ -458,6 +586,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         model = (f"torchvision.models.{build['arch']}()" if standard else
                  "gsg.eval.export.torchvision_resnet(" + ", ".join(f"{k}={v!r}" for k, v in build.items()) + ")")
         print(f"load it with: m = {model}; m.load_state_dict(torch.load({str(path)!r}, weights_only=True))")
+    if args.format == "timm":
+        from gsg.eval.export import timm_create_line
+
+        meta = json.loads(path.with_name(path.name + ".json").read_text())
+        print(f"load it with: import timm, torch; m = {timm_create_line(meta['build'])}; "
+              f"m.load_state_dict(torch.load({str(path)!r}, weights_only=True))")
     return 0
 
 

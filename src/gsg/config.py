@@ -36,15 +36,16 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    backbone: str = "resnet18"
-    width: float = 1.0  # channel multiplier of every ResNet stage (0.25 for CPU runs)
-    cifar_stem: bool | None = None  # None: automatic for inputs up to 64 px
+    backbone: str = "resnet18"  # or timm:NAME, any timm model without its classifier, randomly initialised
+    timm_kwargs: dict[str, Any] = field(default_factory=dict)  # kwargs for timm:NAME, a table or "patch_size=4,depth=2"
+    width: float = 1.0  # channel multiplier of every ResNet stage (0.25 for CPU runs); ResNets only
+    cifar_stem: bool | None = None  # None: automatic for inputs up to 64 px; ResNets only
     zero_init_residual: bool = False  # last BN of each residual branch starts at 0 (the authors' ImageNet ResNet-50)
     proj_layers: int = 2  # 2: CIFAR projector, 3: ImageNet projector (Appendix C)
     proj_dim: int = 2048  # projector output (and predictor input/output) dimension
     proj_hidden: int | None = None  # None: proj_dim
     proj_last_bn: str = "plain"  # affine (lightly's CIFAR head) | plain (official ImageNet code) | none
-    predictor: str = "mlp"  # mlp | linear | none | directpred | directcopy
+    predictor: str = "mlp"  # mlp | linear | none | directpred | directcopy | symmetric | inverse | bias
     pred_hidden: int = 512  # the MLP predictor's bottleneck
     directpred_rho: float = 0.3  # EMA rate of the correlation matrix F̂ (Tian et al.)
     directpred_eps: float = 0.1  # boost of small eigenvalues, relative to the largest
@@ -63,18 +64,24 @@ class SSLConfig:
     queue_size: int | None = None  # moco: K keys, a multiple of the global batch; None: 4096 up to 64 px, else 65536
     moco_momentum: float = 0.999  # moco: constant momentum of the key encoder (MoCo v2)
     moco_symmetric: bool = False  # moco: also q2→k1 and enqueue both views' keys (MoCo v2 is asymmetric, q1→k2)
+    loss: str = "cosine"  # cosine (the policy's) / center: -Z_a·sg(o_z) / residual: -Z_a·sg(r_a) (Conjecture 1)
+    grad_surgery: str = "none"  # keep basic + nothing (basic) / o_e (center) / r_e (residual) / G_e (full) of -dL/dP
 
 
 @dataclass
 class OptimConfig:
     epochs: int = 200  # pretraining epochs
+    optimizer: str = "sgd"  # sgd (the paper's; ResNets) | adamw (ViTs; no decay on biases, norms, pos-embed)
     batch_size: int = 512  # global; under torchrun each process takes batch_size / world_size and GSG pairs within it
     base_lr: float = 0.05  # lr = base_lr × global batch / 256
     lr: float | None = None  # absolute lr; overrides base_lr scaling
     schedule: str = "cosine"  # cosine | constant
     warmup_epochs: int = 0  # linear lr warm-up
     momentum: float = 0.9  # SGD momentum
-    weight_decay: float = 5e-4  # SGD weight decay (all parameters)
+    weight_decay: float = 5e-4  # SGD: L2 on all parameters; AdamW: decoupled, weights only (ViTs: e.g. 0.05)
+    adam_beta1: float = 0.9  # AdamW beta1
+    adam_beta2: float = 0.999  # AdamW beta2
+    adam_eps: float = 1e-8  # AdamW epsilon
     fix_pred_lr: bool = False  # SimSiam: keep the predictor's lr constant
 
 
@@ -84,7 +91,7 @@ class RunConfig:
     out: str = "runs/gsg"  # run directory: checkpoint.pt, metrics.jsonl, tb/, config.json
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: str = "auto"  # auto (bf16 on CUDA that supports it, off on CPU) | bf16 | fp16 | off
-    channels_last: bool | None = None  # None: on (faster on CUDA and on CPU)
+    channels_last: bool | None = None  # None: on for ResNets (faster on CUDA and on CPU), off for timm models
     compile: bool = False  # torch.compile the model
     checkpoint_every: int = 1  # epochs
     knn_every: int = 1  # epochs; 0 disables the online kNN monitor
@@ -92,11 +99,21 @@ class RunConfig:
     knn_t: float = 0.1  # temperature of the weighted vote
     knn_train_subset: int | None = 10000  # fixed subset of the clean train set used as the kNN bank
     knn_test_subset: int | None = None  # fixed subset of the test set for the monitor
+    monitor_data_dir: str | None = None  # labelled image folder (train/ + test/ or val/) for the kNN monitor and probe
+    online_probe: bool | None = None  # linear classifier on detached features; None: on when labels exist
+    probe_optimizer: str = "sgd"  # sgd (momentum 0.9) | adam; the probe's own optimiser, no weight decay
+    probe_lr: float | None = None  # None: 0.1 for sgd, 1e-3 for adam (constant; features are batch-normalised)
     log_every: int = 20  # steps
     tensorboard: bool = True  # also write TensorBoard scalars to OUT/tb
+    wandb: bool = False  # also log to Weights & Biases (pip install 'gsg-ssl[wandb]')
+    wandb_project: str = "gsg"  # W&B project
+    wandb_name: str | None = None  # W&B run name; None: the name of run.out
+    wandb_mode: str = "online"  # online | offline (files under OUT/wandb or $WANDB_DIR, `wandb sync` later) | disabled
     progress: bool = True  # progress bar on stderr
     limit_batches: int | None = None  # stop each epoch after N batches (smoke tests)
     on_nonfinite: str = "stop"  # stop | rollback (reload the last checkpoint with half the lr)
+    final_baselines: bool = False  # gsg pretrain: end with full-split kNN beside raw-pixel and random-init baselines
+    log_decomposition: bool = True  # log Zhang et al.'s gradient decomposition each epoch (on its last batch)
 
 
 @dataclass
@@ -117,23 +134,31 @@ CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("data", "on_bad_file"): ("skip", "error"),
     ("model", "backbone"): ("resnet18", "resnet34", "resnet50"),
     ("model", "proj_last_bn"): ("affine", "plain", "none"),
-    ("model", "predictor"): ("mlp", "linear", "none", "directpred", "directcopy"),
+    ("model", "predictor"): ("mlp", "linear", "none", "directpred", "directcopy", "symmetric", "inverse", "bias"),
     ("ssl", "method"): ("simsiam", "byol", "simclr", "moco"),
     ("ssl", "stop_gradient"): ("symmetric", "guided", "random", "reverse", "none"),
     ("ssl", "views"): ("reuse", "fresh"),
     ("ssl", "pairing"): ("matching", "cycle"),
     ("ssl", "ema_schedule"): ("cosine", "constant"),
+    ("ssl", "loss"): ("cosine", "center", "residual"),
+    ("ssl", "grad_surgery"): ("none", "basic", "center", "residual", "full"),
     ("optim", "schedule"): ("cosine", "constant"),
+    ("optim", "optimizer"): ("sgd", "adamw"),
+    ("run", "probe_optimizer"): ("sgd", "adam"),
+    ("run", "wandb_mode"): ("online", "offline", "disabled"),
     ("run", "amp"): ("auto", "bf16", "fp16", "off"),
     ("run", "on_nonfinite"): ("stop", "rollback"),
 }
 POSITIVE = {("optim", "epochs"), ("optim", "batch_size"), ("model", "proj_dim"), ("model", "pred_hidden"),
             ("model", "width"), ("run", "checkpoint_every"), ("run", "knn_k"), ("run", "knn_t"),
             ("model", "directpred_freq"), ("run", "log_every"), ("optim", "lr"), ("optim", "base_lr"),
-            ("model", "proj_layers"), ("model", "proj_hidden"), ("data", "image_size"), ("run", "limit_batches")}
+            ("model", "proj_layers"), ("model", "proj_hidden"), ("data", "image_size"), ("run", "limit_batches"),
+            ("optim", "adam_eps"), ("run", "probe_lr")}
 NON_NEGATIVE = {("optim", "momentum"), ("optim", "weight_decay"), ("optim", "warmup_epochs"), ("data", "workers"),
                 ("model", "directpred_eps")}
-UNIT_INTERVAL = {("ssl", "ema_momentum"), ("ssl", "moco_momentum"), ("model", "directpred_rho")}
+UNIT_INTERVAL = {("ssl", "ema_momentum"), ("ssl", "moco_momentum"), ("model", "directpred_rho"),
+                 ("optim", "adam_beta1"), ("optim", "adam_beta2")}
+TIMM_PREFIX = "timm:"  # model.backbone = "timm:NAME" builds timm.create_model(NAME, num_classes=0, ...)
 CONTRASTIVE_METHODS: tuple[str, ...] = ("simclr", "moco")  # explicit negatives: no stop-gradient, no predictor
 # What simclr/moco fix: no stop-gradient policy and no predictor (see _contrastive_keys).
 _CONTRASTIVE_FIXED: tuple[tuple[str, str], ...] = (("ssl", "stop_gradient"), ("model", "predictor"))
@@ -153,6 +178,8 @@ def _nearest(name: str, valid: list[str]) -> str:
 def _coerce(section: str, key: str, value: Any, annotation: Any) -> Any:
     """Check ``value`` against the field's type annotation, converting where it is lossless."""
     where = f"{section}.{key}"
+    if typing.get_origin(annotation) is dict:
+        return parse_kwargs(value, where)
     args = typing.get_args(annotation)
     optional = type(None) in args
     if optional and isinstance(value, str) and value.lower() in ("none", "null"):
@@ -195,6 +222,59 @@ def _coerce(section: str, key: str, value: Any, annotation: Any) -> Any:
             raise ConfigError(f"{where} must be a string, got {value!r}")
         return value
     return value
+
+
+def parse_kwargs(value: Any, where: str = "timm_kwargs") -> dict[str, Any]:
+    """Keyword arguments from a table or a ``"k=v,k=v"`` string; values are JSON where they parse, else strings.
+
+    ``"img_size=32,patch_size=4,dims=[8,16,32,64],global_pool=avg"`` → ``{"img_size": 32, "patch_size": 4,
+    "dims": [8, 16, 32, 64], "global_pool": "avg"}``. Commas inside brackets do not split.
+
+    Example:
+        >>> parse_kwargs("img_size=32,patch_size=4,depths=[1,1]")
+        {'img_size': 32, 'patch_size': 4, 'depths': [1, 1]}
+    """
+    if isinstance(value, str):
+        items: dict[str, Any] = {}
+        text = value.strip()
+        parts, depth, start = [], 0, 0
+        for i, ch in enumerate(text):
+            if ch in "[{(":
+                depth += 1
+            elif ch in "]})":
+                depth -= 1
+            if ch == "," and depth == 0:
+                parts.append(text[start:i])
+                start = i + 1
+        parts.append(text[start:])
+        for part in (p.strip() for p in parts):
+            if not part:
+                continue
+            key, sep, raw = part.partition("=")
+            if not sep or not key.strip().isidentifier():
+                raise ConfigError(f"{where}: expected KEY=VALUE pairs separated by commas (e.g. "
+                                  f"\"img_size=32,patch_size=4\"), got {part!r}")
+            try:
+                items[key.strip()] = json.loads(raw)
+            except json.JSONDecodeError:
+                items[key.strip()] = raw.strip()
+        value = items
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a table (TOML [model.timm_kwargs], JSON object) or a string "
+                          f"\"key=value,key=value\", got {value!r}")
+    for k, v in value.items():
+        if not isinstance(k, str) or not _plain(v):
+            raise ConfigError(f"{where}.{k} = {v!r}: values must be finite numbers, strings, booleans or lists of "
+                              "them")
+    return dict(value)
+
+
+def _plain(v: Any) -> bool:
+    if isinstance(v, list | tuple):
+        return all(_plain(x) for x in v)
+    if isinstance(v, float):
+        return math.isfinite(v)
+    return v is None or isinstance(v, bool | int | str)
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -253,10 +333,18 @@ def _contrastive_keys(config: Config, layer: dict[str, Any], was_contrastive: bo
 def validate(config: Config) -> None:
     for (section, key), choices in CHOICES.items():
         value = getattr(getattr(config, section), key)
+        if (section, key) == ("model", "backbone") and isinstance(value, str) and value.startswith(TIMM_PREFIX):
+            _validate_timm(config.model)
+            continue
         if value is not None and value not in choices:
             close = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.5)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"{section}.{key} = {value!r} is not valid{hint}; choose one of {', '.join(choices)}")
+            more = ", or timm:NAME for any timm model" if (section, key) == ("model", "backbone") else ""
+            raise ConfigError(f"{section}.{key} = {value!r} is not valid{hint}; choose one of "
+                              f"{', '.join(choices)}{more}")
+    if config.model.timm_kwargs and not config.model.backbone.startswith(TIMM_PREFIX):
+        raise ConfigError(f"model.timm_kwargs is set but model.backbone = {config.model.backbone!r} is not a timm "
+                          "model; use model.backbone = 'timm:NAME' or leave model.timm_kwargs empty")
     for section, key in POSITIVE:
         value = getattr(getattr(config, section), key)
         if value is not None and value <= 0:
@@ -278,11 +366,53 @@ def validate(config: Config) -> None:
             "needs ssl.views = 'reuse'; views = 'fresh' (four crops, the authors' code) pairs the batch with its "
             "shuffle: set ssl.pairing = 'cycle' or leave it unset"
         )
+    _check_decomposition_options(config)
     if config.ssl.stop_gradient not in ("symmetric", "none") and config.optim.batch_size < 2:
         raise ConfigError(
             f"the {config.ssl.stop_gradient} stop-gradient pairs images within a batch, so optim.batch_size "
             f"must be at least 2 (got {config.optim.batch_size})"
         )
+
+
+def _check_decomposition_options(config: Config) -> None:
+    """Zhang et al.'s architectures, toy losses and gradient surgery (docs/decomposition.md): refuse combinations
+    that are undefined or do nothing."""
+    m, s = config.model, config.ssl
+    if m.predictor in ("symmetric", "inverse") and s.method != "simsiam":
+        raise ConfigError(f"model.predictor = {m.predictor!r} puts a head on the SimSiam target branch; BYOL's target "
+                          "is the EMA encoder. Use ssl.method = 'simsiam'")
+    if s.loss != "cosine":
+        if s.stop_gradient != "symmetric" or s.views != "reuse":
+            raise ConfigError(f"ssl.loss = {s.loss!r} (a Conjecture 1 toy loss) replaces the pairwise loss: it needs "
+                              "ssl.stop_gradient = 'symmetric' and ssl.views = 'reuse'")
+        if m.predictor in ("symmetric", "inverse"):
+            raise ConfigError(f"ssl.loss = {s.loss!r} builds its targets from the projections; model.predictor = "
+                              f"{m.predictor!r} changes the target side: use predictor none (the paper's setting)")
+    if s.grad_surgery != "none":
+        if s.loss != "cosine":
+            raise ConfigError(f"ssl.grad_surgery = {s.grad_surgery!r} edits the extra gradient of the cosine loss; it "
+                              f"cannot be combined with ssl.loss = {s.loss!r}")
+        if m.predictor in ("none", "symmetric") and s.method == "simsiam":
+            raise ConfigError(f"ssl.grad_surgery = {s.grad_surgery!r} with model.predictor = {m.predictor!r}: the "
+                              "SimSiam target is then the other crop's own output, so the extra gradient is 0 and "
+                              "there is nothing to edit. Use a predictor (mlp, linear, bias, ...)")
+
+
+def _validate_timm(model: ModelConfig) -> None:
+    """``timm:NAME``: the ResNet-only keys keep their defaults and NAME is a timm model (checked by timm)."""
+    if model.width != 1.0:
+        raise ConfigError(f"model.width = {model.width} multiplies ResNet stages and does not apply to "
+                          f"{model.backbone}; leave it at 1 and size the timm model through model.timm_kwargs "
+                          "(e.g. \"embed_dim=96,depth=4\" for a ViT, \"dims=[16,32,64,128]\" for a ConvNeXt)")
+    if model.cifar_stem:
+        raise ConfigError(f"model.cifar_stem is a ResNet stem and does not apply to {model.backbone}; leave it "
+                          "unset (for a ViT at 32 px set a small patch: model.timm_kwargs = \"patch_size=4\")")
+    if model.zero_init_residual:
+        raise ConfigError(f"model.zero_init_residual applies to gsg's ResNets, not {model.backbone}; leave it false "
+                          "(timm models initialise themselves)")
+    from gsg.models.timm_backbone import check_timm_name
+
+    check_timm_name(model.backbone[len(TIMM_PREFIX):])
 
 
 def _validate_contrastive(config: Config) -> None:
@@ -301,6 +431,9 @@ def _validate_contrastive(config: Config) -> None:
         if value != "none":
             raise ConfigError(f"{section}.{key} = {value!r} does not apply to ssl.method = {method!r} (no "
                               f"stop-gradient policy, no predictor): set {section}.{key} = 'none'")
+    if ssl.loss != "cosine" or ssl.grad_surgery != "none":
+        raise ConfigError(f"{method} applies its own contrastive loss: ssl.loss = {ssl.loss!r} / ssl.grad_surgery = "
+                          f"{ssl.grad_surgery!r} are for the cosine loss of simsiam/byol; leave them unset")
     if ssl.views != "reuse" or ssl.pairing is not None:
         raise ConfigError(f"{method} contrasts the two crops of each image (ssl.views = 'reuse'); ssl.views = "
                           f"{ssl.views!r} / ssl.pairing = {ssl.pairing!r} are GSG settings: leave them unset")
@@ -420,6 +553,7 @@ def schema_markdown() -> str:
             choices = CHOICES.get((section, f.name))
             if choices:
                 comment = (comment + "; " if comment else "") + "one of " + ", ".join(f"`{c}`" for c in choices)
+            default = default.replace("field(default_factory=dict)", "{}")
             lines.append(f"| `{f.name}` | `{default}` | {comment.replace('|', '/')} |")
         lines.append("")
     return "\n".join(lines)

@@ -9,7 +9,8 @@ here and written to docs/performance.md; the tests check correctness only, never
 - ``datapath``: batched augmentation vs torchvision's per-image PIL pipeline; augmentation's share of a step;
 - ``knn``: ``gsg.analysis.knn`` vs scikit-learn's KNeighborsClassifier (brute, cosine), time and predictions;
 - ``accuracy``: reuse vs fresh views on Fashion-MNIST, kNN at equal epochs and at equal wall-clock;
-- ``epoch``: seconds per CIFAR-10 epoch, GPU-resident path vs per-image DataLoader (GPU; tested on CPU).
+- ``epoch``: seconds per CIFAR-10 epoch, GPU-resident path vs per-image DataLoader (GPU; tested on CPU);
+- ``cpuscale``: the CPU-scale model's step under bf16 / torch.compile, one 2-thread vs two 1-thread processes.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from gsg.bench import accuracy, datapath, epoch, knn, steps
+from gsg.bench import accuracy, cpuscale, datapath, epoch, knn, steps
 from gsg.bench.report import format_report
 
 BENCHES: dict[str, Callable[..., dict[str, Any]]] = {
@@ -26,6 +27,7 @@ BENCHES: dict[str, Callable[..., dict[str, Any]]] = {
     "knn": knn.run,
     "accuracy": accuracy.run,
     "epoch": epoch.run,
+    "cpuscale": cpuscale.run,
 }
 
 __all__ = ["BENCHES", "format_report"]

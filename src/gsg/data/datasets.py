@@ -15,16 +15,20 @@ import difflib
 import logging
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
 from PIL import Image
 
 from gsg.data import formats
+from gsg.data.views import sample_crop_boxes
 from gsg.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 DATASETS = ("fashion-mnist", "mnist", "cifar10", "cifar100", "stl10", "imagefolder", "synthetic")
 SPLITS = ("train", "test", "pretrain", "val")
@@ -51,6 +55,9 @@ _STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, as PIL's convert("L")
 
 FOLDER_DEFAULT_IMAGE_SIZE = 224
+FOLDER_EVAL_CROP_RATIO = 0.875  # 224 / 256: torchvision's Resize(256) + CenterCrop(224) evaluation view
+FOLDER_SMALL_MAX = 64  # up to this side, folders are evaluated on the whole shorter side (CIFAR-style)
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
 SYNTHETIC_DEFAULT_SIZE = {"train": 512, "pretrain": 512, "test": 256}
 SYNTHETIC_IMAGE_SIZE = 32
 SYNTHETIC_CLASSES = 10
@@ -134,11 +141,25 @@ class TensorImageDataset(ImageDataset):
                                   self.std)
 
 
+def folder_eval_resize(image_size: int) -> int:
+    """Shorter side an image folder is resized to before its centre image_size crop (the evaluation view).
+
+    ImageNet-size images (> 64 px, where the imagenet recipe and linear protocol apply): image_size / 0.875,
+    i.e. torchvision's Resize(256) + CenterCrop(224), the view of SimSiam's and the GSG authors' linear probe
+    (main_lincls.py). Smaller images: the whole shorter side (CIFAR-style, no border dropped).
+    """
+    return round(image_size / FOLDER_EVAL_CROP_RATIO) if image_size > FOLDER_SMALL_MAX else image_size
+
+
 class FolderImageDataset(ImageDataset):
-    """Image files decoded on demand with PIL: shorter side resized to image_size, then center-cropped.
+    """Image files decoded on demand with PIL.
+
+    ``get`` gives the evaluation view: shorter side resized to ``resize`` (default
+    ``folder_eval_resize(image_size)``: 256 for 224), then the centre image_size square. ``get_crops`` gives
+    training views: RandomResizedCrop boxes on the full-resolution image, resized to a given size.
 
     Holds only paths and labels, so it pickles cheaply into DataLoader worker processes. A file that fails to
-    decode in get() (e.g. changed since it was listed) raises DataError with on_bad_file="error"; with "skip"
+    decode (e.g. changed since it was listed) raises DataError with on_bad_file="error"; with "skip"
     it is logged once and returned as a black image, because a batch cannot shrink.
     """
 
@@ -146,7 +167,8 @@ class FolderImageDataset(ImageDataset):
                  channels: int = 3, image_size: int = FOLDER_DEFAULT_IMAGE_SIZE,
                  mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD,
                  name: str = "imagefolder", on_bad_file: str = "skip",
-                 root: str | Path | None = None, bad_files: list[str] | None = None) -> None:
+                 root: str | Path | None = None, bad_files: list[str] | None = None,
+                 resize: int | None = None) -> None:
         if channels not in (1, 3):
             raise ConfigError(f"channels must be 1 or 3 for image folders, got {channels}")
         if len(files) != labels.shape[0]:
@@ -154,21 +176,28 @@ class FolderImageDataset(ImageDataset):
         self.files = [str(f) for f in files]
         self.labels = labels.to(torch.int64).cpu()
         self.classes, self.channels, self.image_size = list(classes), channels, int(image_size)
+        self.resize = int(resize) if resize is not None else folder_eval_resize(self.image_size)
+        if self.resize < self.image_size:
+            raise ConfigError(f"resize ({self.resize}) must be at least image_size ({self.image_size})")
         self.mean, self.std, self.name, self.on_bad_file = tuple(mean), tuple(std), name, on_bad_file
         self.root = None if root is None else str(root)
         self.bad_files = list(bad_files or [])  # files skipped when the folder was listed
         self._warned: set[str] = set()
 
+    def _unreadable(self, path: str, e: Exception) -> None:
+        """Raise (on_bad_file="error") or warn once (the caller then uses a black stand-in)."""
+        if self.on_bad_file == "error":
+            raise DataError(f"unreadable image file {path} ({type(e).__name__}: {e}); delete or replace "
+                            f"it, or use on_bad_file='skip'") from e
+        if path not in self._warned:
+            self._warned.add(path)
+            log.warning("unreadable image file %s (%s); using a black image in its place", path, e)
+
     def _decode(self, path: str) -> np.ndarray:
         try:
-            return formats.decode_image(path, self.channels, self.image_size)
-        except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
-            if self.on_bad_file == "error":
-                raise DataError(f"unreadable image file {path} ({type(e).__name__}: {e}); delete or replace "
-                                f"it, or use on_bad_file='skip'") from e
-            if path not in self._warned:
-                self._warned.add(path)
-                log.warning("unreadable image file %s (%s); using a black image in its place", path, e)
+            return formats.decode_image(path, self.channels, self.image_size, self.resize)
+        except _DECODE_ERRORS as e:
+            self._unreadable(path, e)
             return np.zeros((self.channels, self.image_size, self.image_size), dtype=np.uint8)
 
     def get(self, indices: torch.Tensor) -> torch.Tensor:
@@ -177,12 +206,39 @@ class FolderImageDataset(ImageDataset):
             return torch.empty(0, self.channels, self.image_size, self.image_size, dtype=torch.uint8)
         return torch.from_numpy(np.stack([self._decode(self.files[i]) for i in idx]))
 
+    def get_crops(self, indices: torch.Tensor, uniforms: torch.Tensor, size: int, scale: tuple[float, float],
+                  ratio: tuple[float, float]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Random resized crops of the full-resolution images: (uint8 (V, B, C, size, size), boxes (V, B, 4)).
+
+        ``uniforms`` (V, B, 2 * CROP_TRIES + 2) drive torchvision's RandomResizedCrop draw
+        (``views.sample_crop_boxes``: 10 (area, log-ratio) tries on the image's own height x width, area
+        scale of the full image, then the fallback) for view v of image b; each file is decoded once for its
+        V views. Boxes are (top, left, height, width) in source pixels; an unreadable file ("skip") gives
+        black views and zero boxes.
+        """
+        idx = indices.reshape(-1).tolist()
+        if uniforms.ndim != 3 or uniforms.shape[1] != len(idx):
+            raise ValueError(f"uniforms must be (views, {len(idx)}, draws), got {tuple(uniforms.shape)}")
+        v = uniforms.shape[0]
+        images = np.zeros((v, len(idx), self.channels, size, size), dtype=np.uint8)
+        boxes = torch.zeros(v, len(idx), 4)
+        for j, i in enumerate(idx):  # per-image decoding is inherent; an image's V boxes are drawn at once
+            path = self.files[i]
+            try:
+                img = formats.open_image(path, self.channels)
+            except _DECODE_ERRORS as e:
+                self._unreadable(path, e)
+                continue
+            boxes[:, j] = sample_crop_boxes(uniforms[:, j].float(), img.height, img.width, scale, ratio)
+            images[:, j] = formats.resized_crops(img, boxes[:, j].numpy(), size)
+        return torch.from_numpy(images), boxes
+
     def take(self, indices: torch.Tensor) -> FolderImageDataset:
         idx = indices.reshape(-1).tolist()
         return FolderImageDataset([self.files[i] for i in idx], self.labels[idx], self.classes,
                                   channels=self.channels, image_size=self.image_size, mean=self.mean,
                                   std=self.std, name=self.name, on_bad_file=self.on_bad_file, root=self.root,
-                                  bad_files=self.bad_files)
+                                  bad_files=self.bad_files, resize=self.resize)
 
     def to_memory(self, chunk: int = 512) -> TensorImageDataset:
         """Decode every image once into a TensorImageDataset (for folders that fit in memory)."""
@@ -351,9 +407,13 @@ def _load_stl10(files: list[Path]) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def _load_torchvision_format(name: str, split: str, data_dir: Path | None,
-                             download: bool) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    folder, files = _locate(name, split, data_dir, download)
+def _load_torchvision_format(name: str, split: str, data_dir: Path | None, download: bool,
+                             collective: bool = False) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    def locate(first: bool, shared: object = None) -> tuple[Path, list[Path]]:
+        # The other ranks look again once rank 0 is done: its download is complete by then.
+        return _locate(name, split, data_dir, download and first)
+
+    folder, files = _rank0_first(locate, collective)
     if name in ("fashion-mnist", "mnist"):
         images, labels = _load_idx(files)
         classes = FASHION_MNIST_CLASSES if name == "fashion-mnist" else [str(i) for i in range(10)]
@@ -519,10 +579,61 @@ def _canonical(name: str) -> str:
     return key
 
 
+def held_out_split(name: str, data_dir: str | Path | None) -> str:
+    """The split evaluations test on: ``"test"``, or ``"val"`` for an image folder with ``val/`` but no
+    ``test/`` (ImageNet's layout). The one rule for the kNN monitor, ``gsg knn``/``tsne``/``linear``."""
+    if _canonical(name) == "imagefolder" and data_dir is not None:
+        root = Path(data_dir).expanduser()
+        if not (root / "test").is_dir() and (root / "val").is_dir():
+            return "val"
+    return "test"
+
+
+def fixed_subset(ds: ImageDataset, subset: int | None, seed: int) -> ImageDataset:
+    """``load_dataset(..., subset=subset, seed=seed)``'s images from an already loaded ``ds``; the whole of
+    ``ds`` when ``subset`` is None or not smaller than it (where load_dataset would refuse)."""
+    if subset is None or subset >= len(ds):
+        return ds
+    return ds.take(_subset_indices(len(ds), subset, seed))
+
+
+def _process_group() -> tuple[int, int] | None:
+    """(rank, world size) of an initialised multi-process group, else None."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return dist.get_rank(), dist.get_world_size()
+    return None
+
+
+def _rank0_first(work: Callable[..., _T], collective: bool) -> _T:
+    """Run ``work(first=True)`` on rank 0 only, then ``work(first=False)`` on the other ranks with rank 0's
+    result (a DataError on rank 0 is raised on every rank). Without a process group: ``work(first=True)``."""
+    group = _process_group() if collective else None
+    if group is None:
+        return work(first=True)
+    import torch.distributed as dist
+
+    box: list[object] = [None]
+    if group[0] == 0:
+        try:
+            box[0] = ("ok", work(first=True))
+        except DataError as exc:
+            box[0] = ("error", str(exc))
+            dist.broadcast_object_list(box, src=0)
+            raise
+    dist.broadcast_object_list(box, src=0)
+    kind, value = box[0]  # type: ignore[misc]
+    if kind == "error":
+        raise DataError(f"{value} (reported by rank 0)")
+    return value if group[0] == 0 else work(first=False, shared=value)  # type: ignore[no-any-return]
+
+
 def load_dataset(name: str, split: str = "train", *, data_dir: str | Path | None = None,
                  download: bool = True, image_size: int | None = None, subset: int | None = None,
                  seed: int = 0, on_bad_file: str = "skip", channels: int | None = None,
-                 synthetic_size: int | None = None, check_images: str = "auto") -> ImageDataset:
+                 synthetic_size: int | None = None, check_images: str = "auto",
+                 collective: bool = False) -> ImageDataset:
     """Load a dataset split as an ImageDataset (see the module docstring for where files are looked for).
 
     split: "train", "test", "pretrain" (= train; STL-10: train + 100k unlabeled with label -1), "val"
@@ -531,6 +642,10 @@ def load_dataset(name: str, split: str = "train", *, data_dir: str | Path | None
     that many images chosen with seed. channels: 1 or 3 (default: native; folders and synthetic 3); converting
     a dataset changes its mean/std accordingly. synthetic_size: number of synthetic images (default 512 train,
     256 test). check_images: how image-folder files are checked up front, see formats.list_image_folder.
+    collective: every process of an initialised torch.distributed group calls this together; rank 0 alone
+    downloads missing files and lists (and checks) an image folder, the others wait and reuse its work (a
+    download by every rank into one shared folder corrupts it; every rank opening 1.28M ImageNet files at
+    start-up is slow). Without a process group it changes nothing.
     """
     key = _canonical(name)
     if split not in SPLITS:
@@ -547,7 +662,7 @@ def load_dataset(name: str, split: str = "train", *, data_dir: str | Path | None
 
     if key == "imagefolder":
         return _load_folder(split, data_dir, image_size, subset, seed, on_bad_file, channels or 3,
-                            check_images)
+                            check_images, collective)
 
     if key == "synthetic":
         n = synthetic_size if synthetic_size is not None else SYNTHETIC_DEFAULT_SIZE[split]
@@ -558,7 +673,7 @@ def load_dataset(name: str, split: str = "train", *, data_dir: str | Path | None
         ds = TensorImageDataset("synthetic", images, labels, classes, (0.5,) * c, (0.25,) * c)
         return ds.take(_subset_indices(len(ds), subset, seed)) if subset is not None else ds
 
-    images_np, labels_np, classes = _load_torchvision_format(key, split, data_dir, download)
+    images_np, labels_np, classes = _load_torchvision_format(key, split, data_dir, download, collective)
     images, labels = torch.from_numpy(images_np), torch.from_numpy(labels_np)
     if subset is not None:
         idx = _subset_indices(len(labels), subset, seed)
@@ -572,13 +687,20 @@ def load_dataset(name: str, split: str = "train", *, data_dir: str | Path | None
 
 
 def _load_folder(split: str, data_dir: Path | None, image_size: int | None, subset: int | None, seed: int,
-                 on_bad_file: str, channels: int, check_images: str) -> FolderImageDataset:
+                 on_bad_file: str, channels: int, check_images: str,
+                 collective: bool = False) -> FolderImageDataset:
     if data_dir is None:
         raise ConfigError("dataset 'imagefolder' needs the folder: pass --data-dir (data_dir=) pointing to a "
                           "folder of images, with one subfolder per class if labelled (ImageNet: its root, "
                           "holding train/ and val/)")
-    folder = formats.image_folder_split(data_dir, split)
-    listing = formats.list_image_folder(folder, on_bad_file=on_bad_file, check=check_images)
+    def listing_of(first: bool, shared: object = None) -> formats.FolderListing:
+        if not first:
+            return shared  # type: ignore[return-value]
+        return formats.list_image_folder(formats.image_folder_split(data_dir, split), on_bad_file=on_bad_file,
+                                         check=check_images)
+
+    listing = _rank0_first(listing_of, collective)
+    folder = listing.root
     mean, std = _convert_stats(IMAGENET_MEAN, IMAGENET_STD, channels)
     ds = FolderImageDataset(listing.files, torch.from_numpy(listing.labels), listing.classes,
                             channels=channels, image_size=image_size or FOLDER_DEFAULT_IMAGE_SIZE, mean=mean,

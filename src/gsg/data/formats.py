@@ -357,8 +357,27 @@ def _to_8bit(img: Image.Image, channels: int) -> Image.Image:
     return img if img.mode == target else img.convert(target)
 
 
-def decode_image(path: str | Path, channels: int = 3, size: int | None = None) -> np.ndarray:
-    """Decode one image file -> uint8 (C, H, W); with size, shorter side resized to size and center-cropped.
+def open_image(path: str | Path, channels: int = 3) -> Image.Image:
+    """Decode one image file at full resolution into a loaded PIL image, "L" (channels=1) or "RGB" (3).
+
+    Raises the PIL/OS error on an unreadable file.
+    """
+    if channels not in (1, 3):
+        raise DataError(f"channels must be 1 or 3, got {channels}")
+    with Image.open(path) as img:
+        img.load()
+        return _to_8bit(img, channels)
+
+
+def _to_array(img: Image.Image) -> np.ndarray:
+    arr = np.asarray(img, dtype=np.uint8)
+    return arr[None].copy() if arr.ndim == 2 else arr.transpose(2, 0, 1).copy()
+
+
+def decode_image(path: str | Path, channels: int = 3, size: int | None = None,
+                 resize: int | None = None) -> np.ndarray:
+    """Decode one image file -> uint8 (C, H, W); with size, shorter side resized to ``resize`` (default
+    size) and the centre size x size crop taken (torchvision's Resize(resize) + CenterCrop(size)).
 
     Resizing is bilinear with antialiasing (PIL's filter widens with the scale factor), torchvision's default
     for Resize: bicubic overshoots at edges (clipped values, ringing) and costs more, for no gain at the
@@ -367,13 +386,28 @@ def decode_image(path: str | Path, channels: int = 3, size: int | None = None) -
     import torchvision.transforms.functional as TF  # deferred: importing torchvision is slow
     from torchvision.transforms import InterpolationMode
 
-    if channels not in (1, 3):
-        raise DataError(f"channels must be 1 or 3, got {channels}")
-    with Image.open(path) as img:
-        img.load()
-        img = _to_8bit(img, channels)
+    img = open_image(path, channels)
     if size is not None:
-        img = TF.resize(img, size, interpolation=InterpolationMode.BILINEAR, antialias=True)
+        if resize is not None and resize < size:
+            raise DataError(f"the resize side {resize} is smaller than the crop {size}")
+        img = TF.resize(img, resize or size, interpolation=InterpolationMode.BILINEAR, antialias=True)
         img = TF.center_crop(img, [size, size])
-    arr = np.asarray(img, dtype=np.uint8)
-    return arr[None].copy() if arr.ndim == 2 else arr.transpose(2, 0, 1).copy()
+    return _to_array(img)
+
+
+def resized_crops(img: Image.Image, boxes: np.ndarray, size: int) -> np.ndarray:
+    """Crops (top, left, height, width) of one image, each resized to size x size -> uint8 (V, C, size, size).
+
+    Exactly torchvision's ``resized_crop(img, top, left, h, w, [size, size], BILINEAR, antialias=True)`` on a
+    PIL image, i.e. what RandomResizedCrop does once it has drawn its box: crop, then PIL's bilinear resize,
+    whose filter support widens with the downscaling factor (antialiased).
+    """
+    import torchvision.transforms.functional as TF
+    from torchvision.transforms import InterpolationMode
+
+    out = []
+    for top, left, h, w in np.asarray(boxes, dtype=np.int64).tolist():  # a few views of one image
+        crop = TF.resized_crop(img, top, left, h, w, [size, size], interpolation=InterpolationMode.BILINEAR,
+                               antialias=True)
+        out.append(_to_array(crop))
+    return np.stack(out)

@@ -29,11 +29,17 @@ The horizontal flip is folded into the crop even though the reference recipes fl
 commutes with every later op (colour ops are per pixel or use global statistics; the Gaussian kernel
 is symmetric), so the distribution of the output is unchanged.
 
+Image folders (ImageNet) are the exception to the batched crop: RandomResizedCrop needs the full-resolution
+file, so the loader's worker processes decode each image, crop it and resize it to ``size`` (PIL, bilinear
+with antialiasing, as torchvision) from uniforms drawn in the main process (``gsg.data.loader``); those views
+then go through ``BatchAugment(..., cropped=True)``, which skips the crop and keeps the flip and every later
+step here, batched.
+
 Known deviations from the per-image PIL pipeline, all small:
 
-- ``grid_sample`` does not antialias; PIL antialiases on downscaling. Crops larger than the output
-  (ImageNet: most crops are downscaled to 224) are therefore a bit sharper/aliased than torchvision's
-  PIL path. Upscaling (CIFAR, Fashion-MNIST) is unaffected.
+- ``grid_sample`` does not antialias; PIL antialiases on downscaling. The training loop crops in-memory
+  images here at their own size (CIFAR, Fashion-MNIST), so a crop is never larger than the output and is
+  only upscaled; image folders, whose crops are mostly downscaled, are cropped with PIL in the workers.
 - Everything is computed in float32 without PIL's uint8 rounding between ops. PIL's blends
   (ImageEnhance) truncate to uint8, so its jittered images are ~0.45/255 darker per op; ours equal
   torchvision's tensor ops instead.
@@ -599,17 +605,30 @@ class BatchAugment:
             )
 
     @torch.no_grad()
-    def apply(self, images: Tensor, params: AugParams) -> Tensor:
-        """Deterministic part: crop+flip+resize, jitter, grayscale, blur, normalise with given params."""
+    def apply(self, images: Tensor, params: AugParams, *, cropped: bool = False) -> Tensor:
+        """Deterministic part: crop+flip+resize, jitter, grayscale, blur, normalise with given params.
+
+        ``cropped=True``: the images are views already cropped and resized to ``recipe.size`` (image folders:
+        RandomResizedCrop on the full file in the loader's workers), so the crop step is skipped
+        (``params.boxes`` is unused) and only the flip is applied before the colour ops.
+        """
         self._check_images(images)
         r = self.recipe
+        if cropped and tuple(images.shape[-2:]) != (r.size, r.size):
+            raise ConfigError(
+                f"Pre-cropped views must be {r.size}x{r.size} (the recipe's size), got "
+                f"{images.shape[-2]}x{images.shape[-1]}."
+            )
         # Autocast would run the blur convolutions in half precision; the pipeline is float32 throughout.
         dev_type = images.device.type
         no_autocast = (
             torch.autocast(dev_type, enabled=False) if dev_type in _AUTOCAST_DEVICES else contextlib.nullcontext()
         )
         with no_autocast:
-            if images.dtype == torch.uint8:
+            if cropped:
+                x = to_float_images(images)
+                x = torch.where(params.flip.view(-1, 1, 1, 1), x.flip(-1), x)
+            elif images.dtype == torch.uint8:
                 # Bilinear sampling is linear, so dividing by 255 after it equals converting before it,
                 # and the output is usually smaller than the input.
                 x = resized_crop(images.float(), params.boxes, r.size, params.flip) / 255.0
@@ -626,18 +645,23 @@ class BatchAugment:
                 x = torch.where(params.blur.view(-1, 1, 1, 1), blurred, x)
             return normalize(x, r.mean, r.std)
 
-    def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def __call__(
+        self, images: Tensor, generator: torch.Generator | None = None, *, cropped: bool = False
+    ) -> Tensor:
         """images: uint8 (B,C,H,W) or float in [0,1], any device/memory format -> float32 (B,C,size,size).
 
         ``generator`` must live on images.device; None uses that device's default generator.
+        ``cropped``: the views are already cropped to size x size (see ``apply``); the same single draw is
+        made, so the generator advances exactly as for uncropped images.
         """
         self._check_images(images)
         b, _, hh, ww = images.shape
         params = self.sample(b, hh, ww, images.device, generator)
         n = self.cpu_chunk
         if images.device.type == "cpu" and 0 < n < b:
-            return torch.cat([self.apply(images[i:i + n], params.slice(i, i + n)) for i in range(0, b, n)])
-        return self.apply(images, params)
+            return torch.cat([self.apply(images[i:i + n], params.slice(i, i + n), cropped=cropped)
+                              for i in range(0, b, n)])
+        return self.apply(images, params, cropped=cropped)
 
 
 def eval_transform(

@@ -3,7 +3,9 @@
 Metrics (formulas in :mod:`gsg.analysis.collapse`): std(z/‖z‖)·√d, the centre and residual ratios of the
 vector decomposition (m_o, m_r), RankMe, uniformity and alignment (Wang & Isola), the singular-value
 spectrum; for pairing policies the share of each GSG case and the distance margin; for a linear or
-DirectPred predictor the eigenspace alignment between the predictor and the correlation of its inputs.
+DirectPred predictor the eigenspace alignment between the predictor and the correlation of its inputs; and
+Zhang et al.'s gradient decomposition of the run's loss (gsg.analysis.decomposition: ‖G_e‖, ‖o_e‖, ‖r_e‖,
+η_p, and for a pairing policy what its choice adds, ``sel_*``), averaged over batches of augmented pairs.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from gsg.analysis.collapse import (
     singular_spectrum,
     uniformity,
 )
+from gsg.analysis.decomposition import policy_batch_metrics
 from gsg.checkpoint import load_checkpoint
-from gsg.config import from_dict
+from gsg.config import from_dict, resolved_pairing
 from gsg.data.datasets import load_dataset
 from gsg.data.views import BatchAugment, eval_transform, make_recipe
 from gsg.errors import CheckpointError, DataError
@@ -83,15 +86,26 @@ def diagnose(checkpoint: str | Path, *, dataset: str | None = None, data_dir: st
         "grayscale" if data["channels"] == 1 else ("cifar" if size <= 64 else "imagenet"))
     augment = BatchAugment(make_recipe(recipe_name, size=size, mean=mean, std=std))
     aug_gen = torch.Generator(device=dev).manual_seed(seed)
+    # The decomposition's pairing and fresh crops draw from their own streams: the other metrics stay as they were.
+    dec_gen, dec_aug_gen = torch.Generator().manual_seed(seed + 1), torch.Generator(device=dev).manual_seed(seed + 2)
+    ssl = from_dict(ckpt["config"]).ssl
 
-    feats, projs, za, zb = [], [], [], []
+    feats, projs, za, zb, decomp = [], [], [], [], []
     for start in range(0, n, batch_size):
         images = ds.get(idx[start:start + batch_size]).to(dev)
         h = model.backbone(eval_transform(images, size=size, mean=mean, std=std))
         feats.append(h.float().cpu())
         projs.append(model.projector(h).float().cpu())
-        za.append(model.project(augment(images, aug_gen)).float().cpu())
-        zb.append(model.project(augment(images, aug_gen)).float().cpu())
+        views = [augment(images, aug_gen), augment(images, aug_gen)]
+        if ssl.views == "fresh" and ssl.loss == "cosine" and images.shape[0] >= 2:
+            other = images[derangement(images.shape[0], generator=dec_gen).to(dev)]
+            views += [augment(other, dec_aug_gen), augment(other, dec_aug_gen)]
+        out = model(views)  # the projections of views 0 and 1 are model.project of them
+        za.append(out.z[0].float().cpu())
+        zb.append(out.z[1].float().cpu())
+        if images.shape[0] >= 2:
+            decomp.append(policy_batch_metrics(ssl.stop_gradient, out.p, out.t, loss=ssl.loss,
+                                               pairing=resolved_pairing(ssl), generator=dec_gen))
     h, z, z1, z2 = (torch.cat(t) for t in (feats, projs, za, zb))
 
     result: dict[str, Any] = {"checkpoint": str(checkpoint), "dataset": name, "split": split, "samples": n,
@@ -104,6 +118,10 @@ def diagnose(checkpoint: str | Path, *, dataset: str | None = None, data_dir: st
     partner = derangement(n, generator=gen)
     dist = pair_distances((z1, z2), (z1[partner], z2[partner]))
     result["gsg"] = gsg_case_stats(select_cases("guided", dist), dist)
+    if decomp:  # mean over batches of each metric (a metric left out on a batch, e.g. η with o_p = 0, is skipped)
+        keys = sorted({k for d in decomp for k in d})
+        result["decomposition"] = {"batches": len(decomp), "batch_size": min(batch_size, n), **{
+            k: sum(d[k] for d in decomp if k in d) / sum(k in d for d in decomp) for k in keys}}
     pred = model.predictor
     if isinstance(pred, DirectPredictor):
         result["predictor_alignment"] = pred.alignment()

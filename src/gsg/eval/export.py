@@ -28,6 +28,15 @@ Two formats:
 
 Detectron2's ResNet has only widths with 64 stem channels (R18/R34 must keep ``RES2_OUT_CHANNELS`` 64), so
 the Detectron2 format refuses other widths.
+
+- ``timm`` (``.pth``): ``torch.save`` of a plain state dict that loads with ``strict=True`` into
+  ``timm.create_model(NAME, pretrained=False, num_classes=0, **kwargs)``, the model without its classifier
+  whose output is the pooled feature gsg trained. For a ``timm:NAME`` backbone the keys are the timm model's
+  own and ``kwargs`` are those it was built with (``in_chans``, ``img_size``, ``model.timm_kwargs``). A gsg
+  ResNet of width 1 with the ImageNet stem exports as timm's ``resnet18/34/50`` (the same key names);
+  other ResNets are refused (timm's ResNet has no CIFAR stem): use the torchvision format. The side file's
+  ``build`` holds ``model_name`` and the kwargs; :func:`timm_create_line` writes the call, and
+  ``gsg export --format timm`` prints it.
 """
 
 from __future__ import annotations
@@ -47,8 +56,9 @@ from torch import Tensor, nn
 from gsg.checkpoint import backbone_from_checkpoint, file_sha256, load_checkpoint
 from gsg.errors import CheckpointError, ConfigError
 from gsg.models.backbones import ARCHS, stage_widths
+from gsg.models.timm_backbone import TIMM_PREFIX, is_timm
 
-FORMATS = ("torchvision", "detectron2")
+FORMATS = ("torchvision", "detectron2", "timm")
 TORCHVISION_FC_CLASSES = 1000
 
 
@@ -89,6 +99,7 @@ def torchvision_state_dict(ckpt: dict[str, Any], *, target: bool = False) -> dic
 
     It loads with ``strict=True`` into :func:`torchvision_resnet` called with the checkpoint's arch, width,
     input channels and stem (for width 1, ImageNet stem and RGB: into ``torchvision.models.resnetXX()``)."""
+    _refuse_timm(ckpt, "torchvision")
     net = backbone_from_checkpoint(ckpt, target=target)
     state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items() if not k.startswith("fc.")}
     state["fc.weight"] = torch.zeros(TORCHVISION_FC_CLASSES, net.out_dim)
@@ -127,6 +138,7 @@ def export_detectron2(ckpt_path: str | os.PathLike[str], out: str | os.PathLike[
     """Write the backbone as a Detectron2 ``.pkl`` (``MODEL.WEIGHTS``) (+ ``<out>.json``); returns ``out``."""
     ckpt = load_checkpoint(ckpt_path)
     spec = ckpt["backbone"]
+    _refuse_timm(ckpt, "detectron2")
     if float(spec["width"]) != 1.0:
         raise ConfigError(f"this backbone has width {spec['width']}; Detectron2's ResNets have width 1 only "
                           "(64 stem channels). Export it with format 'torchvision' and load it with "
@@ -146,14 +158,63 @@ def export_detectron2(ckpt_path: str | os.PathLike[str], out: str | os.PathLike[
     return out
 
 
+def _refuse_timm(ckpt: dict[str, Any], fmt: str) -> None:
+    arch = str(ckpt["backbone"]["arch"])
+    if is_timm(arch):
+        raise ConfigError(f"this backbone is {arch}, not a ResNet, so it has no {fmt} ResNet form; export it with "
+                          "--format timm (it loads into timm.create_model)")
+
+
+def timm_build(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """``model_name`` and the ``timm.create_model`` keyword arguments the checkpoint's backbone loads into."""
+    spec = ckpt["backbone"]
+    arch = str(spec["arch"])
+    if is_timm(arch):
+        return {"model_name": arch[len(TIMM_PREFIX):], "pretrained": False, "num_classes": 0,
+                **dict(spec.get("timm_kwargs") or {})}
+    if float(spec["width"]) != 1.0 or spec["cifar_stem"]:
+        stem = "CIFAR" if spec["cifar_stem"] else "ImageNet"
+        raise ConfigError(f"this {arch} has width {spec['width']} and the {stem} "
+                          "stem; timm's ResNets have width 1 and the ImageNet stem only. Export it with --format "
+                          "torchvision (gsg.eval.export.torchvision_resnet builds the matching model)")
+    return {"model_name": arch, "pretrained": False, "num_classes": 0, "in_chans": int(spec["in_channels"])}
+
+
+def timm_create_line(build: dict[str, Any]) -> str:
+    """``timm.create_model('NAME', pretrained=False, num_classes=0, ...)`` for a side file's ``build``."""
+    kw = {k: v for k, v in build.items() if k != "model_name"}
+    return f"timm.create_model({build['model_name']!r}, " + ", ".join(f"{k}={v!r}" for k, v in kw.items()) + ")"
+
+
+def timm_state_dict(ckpt: dict[str, Any], *, target: bool = False) -> dict[str, Tensor]:
+    """The backbone's state dict with timm's key names; loads strictly into ``timm.create_model(**timm_build)``."""
+    timm_build(ckpt)  # refuses what timm cannot build
+    net = backbone_from_checkpoint(ckpt, target=target)
+    return {k: v.detach().cpu().clone() for k, v in net.state_dict().items() if not k.startswith("fc.")}
+
+
+def export_timm(ckpt_path: str | os.PathLike[str], out: str | os.PathLike[str], *, target: bool = False) -> Path:
+    """Write the backbone as a timm state dict ``.pth`` (+ ``<out>.json`` with the create_model kwargs)."""
+    ckpt = load_checkpoint(ckpt_path)
+    state = timm_state_dict(ckpt, target=target)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(out, lambda f: torch.save(state, f))
+    _write_sidecar(out, ckpt, ckpt_path, "timm", target)
+    return out
+
+
 def export_backbone(ckpt_path: str | os.PathLike[str], out: str | os.PathLike[str], *,
-                    format: Literal["torchvision", "detectron2"] = "torchvision",
+                    format: Literal["torchvision", "detectron2", "timm"] = "torchvision",
                     target: bool = False) -> Path:
-    """Dispatch to :func:`export_torchvision` (``.pth``) or :func:`export_detectron2` (``.pkl``)."""
+    """Dispatch to :func:`export_torchvision` (``.pth``), :func:`export_detectron2` (``.pkl``) or
+    :func:`export_timm` (``.pth``)."""
     if format == "torchvision":
         return export_torchvision(ckpt_path, out, target=target)
     if format == "detectron2":
         return export_detectron2(ckpt_path, out, target=target)
+    if format == "timm":
+        return export_timm(ckpt_path, out, target=target)
     raise ConfigError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
 
 
@@ -166,15 +227,18 @@ def _write_sidecar(out: Path, ckpt: dict[str, Any], ckpt_path: str | os.PathLike
         "width": float(spec["width"]),
         "cifar_stem": bool(spec["cifar_stem"]),
         "in_channels": int(spec["in_channels"]),
-        # keyword arguments of gsg.eval.export.torchvision_resnet, the model this state dict loads into
-        "build": {"arch": spec["arch"], "width": float(spec["width"]), "in_channels": int(spec["in_channels"]),
-                  "cifar_stem": bool(spec["cifar_stem"])},
+        # keyword arguments of the model this state dict loads into: gsg.eval.export.torchvision_resnet, or
+        # timm.create_model for the timm format
+        "build": timm_build(ckpt) if fmt == "timm" else {
+            "arch": spec["arch"], "width": float(spec["width"]), "in_channels": int(spec["in_channels"]),
+            "cifar_stem": bool(spec["cifar_stem"])},
         "image_size": spec.get("image_size"),
         "mean": list(map(float, data.get("mean", []))),
         "std": list(map(float, data.get("std", []))),
         "pretrain_dataset": data.get("dataset"),
         "target_backbone": target,
         "fc": "zero-initialised 1000-class placeholder" if fmt == "torchvision" else None,
+        "timm_create_model": timm_create_line(timm_build(ckpt)) if fmt == "timm" else None,
         "source_checkpoint": str(Path(ckpt_path).resolve()),
         "source_sha256": file_sha256(ckpt_path),
     }

@@ -27,9 +27,10 @@ Training views (``mode="augment"``, the protocol): per-sample RandomResizedCrop(
 ``mode="features"`` (fast, for CPU runs): features of the clean train images are computed once and the
 classifier is trained on them; no augmentation, so usually a point or two below the augmented probe.
 
-The random crops are taken from the images as the dataset holds them: an image folder decoded at 224 px
-(shorter side 224, centre crop) gives the crops less context than torchvision's RandomResizedCrop on the
-full image; load the training folder with a larger ``image_size`` (e.g. 256) to narrow the gap.
+In-memory datasets are cropped as the dataset holds them. Image folders are cropped on the full-resolution
+files in the loader's workers (torchvision's RandomResizedCrop, ``gsg.data.loader.CropSpec``), and their
+test view is the dataset's own (``FolderImageDataset.get``: shorter side 256, centre 224, from the file), so
+no second resize is applied to them.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ import logging
 import math
 import os
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -46,8 +46,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gsg.checkpoint import load_backbone, save_atomic
-from gsg.data.datasets import ImageDataset, load_dataset
-from gsg.data.loader import BatchLoader
+from gsg.data.datasets import ImageDataset, held_out_split, load_dataset
+from gsg.data.loader import BatchLoader, CropSpec
 from gsg.data.views import BatchAugment, make_recipe
 from gsg.errors import ConfigError, DataError
 from gsg.eval.lars import LARS
@@ -163,7 +163,7 @@ def linear_probe(
                           f"{weight_decay}")
     peak_lr = base_lr * batch_size / 256
     size = int(size or (min(train_ds.image_size, 224) if proto == "imagenet" else train_ds.image_size))
-    if resize is None and proto == "imagenet":
+    if resize is None and proto == "imagenet" and test_ds.in_memory:  # folders: the dataset's view is already it
         resize = round(size / IMAGENET_CROP_RATIO)
     channels = backbone_in_channels(backbone)
     if mean is None or std is None:
@@ -200,7 +200,10 @@ def linear_probe(
         lr_e = cosine_lr(peak_lr, epoch, epochs)
         for group in opt.param_groups:
             group["lr"] = lr_e
-        loss_sum = correct = seen = 0.0
+        # Sums on the device, read once per epoch: a .item() per step would wait for the GPU every step.
+        loss_acc = torch.zeros((), device=device)
+        correct_acc = torch.zeros((), dtype=torch.long, device=device)
+        seen = 0
         clf.train()
         for feats, labels in batches(epoch):
             logits = clf(feats)
@@ -208,9 +211,10 @@ def linear_probe(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            loss_sum += loss.item() * labels.shape[0]
-            correct += (logits.argmax(1) == labels).sum().item()
+            loss_acc += loss.detach() * labels.shape[0]
+            correct_acc += (logits.detach().argmax(1) == labels).sum()
             seen += labels.shape[0]
+        loss_sum, correct = float(loss_acc), int(correct_acc)
         if not math.isfinite(loss_sum):
             raise DataError(f"the linear probe's loss became non-finite in epoch {epoch + 1}; lower the "
                             f"learning rate (now base {base_lr}) or check the features for NaN")
@@ -238,7 +242,7 @@ def linear_probe(
         "weight_decay": weight_decay,
         "momentum": momentum,
         "size": size,
-        "resize": resize,
+        "resize": resize if resize is not None else getattr(test_ds, "resize", None),  # folders: their own
         "num_classes": num_classes,
         "feature_dim": out_dim,
         "train_size": len(train_ds),
@@ -267,9 +271,10 @@ def _augmented_batches(backbone: nn.Module, ds: ImageDataset, batch_size: int, s
                        workers: int, channels_last: bool, amp_dtype: torch.dtype | None):
     """Epoch → iterator over (frozen features of augmented views, labels) for a shuffled epoch."""
     channels = backbone_in_channels(backbone)
-    augment = BatchAugment(make_recipe("linear", size=size, mean=mean, std=std))
+    recipe = make_recipe("linear", size=size, mean=mean, std=std)
+    augment = BatchAugment(recipe)
     loader = BatchLoader(ds, batch_size, shuffle=True, drop_last=False, seed=seed, device=device,
-                         workers=workers)
+                         workers=workers, crops=CropSpec.from_recipe(recipe, 1))  # folders: crops in the workers
     gen = torch.Generator(device=device).manual_seed(seed)
     if module_device(backbone).type != device.type:
         raise ConfigError(f"the backbone is on {module_device(backbone)}, not {device}")
@@ -277,8 +282,9 @@ def _augmented_batches(backbone: nn.Module, ds: ImageDataset, batch_size: int, s
     def batches(epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
         loader.set_epoch(epoch)
         for images, labels, _ in loader:
+            pre = images.ndim == 5  # (1, B, C, size, size): cropped by the loader
             with torch.no_grad(), eval_mode(backbone):
-                views = augment(match_channels(images, channels), generator=gen)
+                views = augment(match_channels(images[0] if pre else images, channels), generator=gen, cropped=pre)
                 feats = forward_features(backbone, views, channels_last=channels_last, amp_dtype=amp_dtype)
             yield feats, labels
 
@@ -308,10 +314,7 @@ def linear_evaluate(checkpoint: str | os.PathLike[str], *, dataset: str | None =
     same = name == data["dataset"]
     data_dir = data_dir or (ckpt.get("config") or {}).get("data", {}).get("data_dir")
     size = int(data["image_size"]) if same else None
-    test_split = "test"
-    if name in ("imagefolder", "folder") and data_dir is not None:
-        root = Path(data_dir).expanduser()
-        test_split = "test" if (root / "test").is_dir() or not (root / "val").is_dir() else "val"
+    test_split = held_out_split(name, data_dir)
     train = load_dataset(name, "train", data_dir=data_dir, download=download, image_size=size,
                          subset=train_subset, seed=seed)
     test = load_dataset(name, test_split, data_dir=data_dir, download=download, image_size=size)

@@ -5,7 +5,9 @@
   (Aircraft, Pets, Caltech101, Flowers in the transfer protocol);
 - VOC 11-point average precision (VOC2007): per class, AP = (1/11) Σ_{t ∈ {0, 0.1, …, 1}} p_interp(t),
   with p_interp(t) = max{precision(r) : recall(r) ≥ t} (0 when no recall reaches t); mAP is its mean
-  over classes.
+  over classes. By default computed as ssl-transfer does (the code behind the GSG paper's Table 2): on
+  ``sklearn.metrics.precision_recall_curve``'s points, which include an appended (recall 0, precision 1),
+  so p_interp(0) = 1 always.
 """
 
 from __future__ import annotations
@@ -68,20 +70,30 @@ def mean_per_class_accuracy(preds: ArrayLike, targets: ArrayLike) -> float:
     return float(100.0 * np.mean(correct / total))
 
 
-def voc11_ap_per_class(scores: ArrayLike, targets: ArrayLike,
-                       difficult: ArrayLike | None = None) -> np.ndarray:
+CURVES = ("sklearn", "devkit")
+
+
+def voc11_ap_per_class(scores: ArrayLike, targets: ArrayLike, difficult: ArrayLike | None = None, *,
+                       curve: str = "sklearn") -> np.ndarray:
     """11-point interpolated AP of each class, in percent (see the module docstring for the formula).
 
     ``scores`` (N, C) or (N,): classifier scores, higher means "positive". ``targets`` the same shape with
-    1 for positive and 0 for negative. ``difficult`` (same shape, bool, optional): entries VOC marks
-    difficult; they are removed from that class's ranking, neither positive nor negative. (VOC's own
-    encoding 1 / -1 / 0 converts as ``targets = labels == 1``, ``difficult = labels == 0``.)
+    1 for positive and 0 for negative. ``difficult`` (same shape, bool, optional): entries removed from
+    that class's ranking, neither positive nor negative. ssl-transfer (and so the GSG paper's Table 2)
+    does *not* remove them: it takes VOC's 1 / -1 / 0 (0 = difficult) labels as ``targets = labels == 1``,
+    so a difficult entry is a negative; pass ``difficult`` only for the VOC devkit's convention.
 
-    Tied scores form one threshold, as in ``sklearn.metrics.precision_recall_curve``. Unlike that
-    function (used by ssl-transfer), no artificial point (recall 0, precision 1) is appended, so p(0) is
-    the best precision actually reached, as in the VOC devkit; the two differ only when the
-    top-scoring entry of a class is a negative. A class without positives raises ``DataError``.
+    Tied scores form one threshold, as in ``sklearn.metrics.precision_recall_curve``. ``curve="sklearn"``
+    (default, ssl-transfer's ``voc_eval_cls``): that function's points, which end with an artificial
+    (recall 0, precision 1), so p_interp(0) = 1, and recall is compared with the thresholds
+    ``np.linspace(0, 1, 11)`` exactly, as ssl-transfer's ``voc_ap`` does. ``curve="devkit"``: no artificial
+    point, p_interp(0) is the best precision reached, as in the VOC devkit (with a 1e-12 tolerance on the
+    recall comparison). The two differ when the top-scoring entry of a class is a negative (by
+    (1 - p_max) / 11 at most, plus the rare recall exactly on a threshold). A class without positives
+    raises ``DataError``.
     """
+    if curve not in CURVES:
+        raise DataError(f"curve must be one of {CURVES}, got {curve!r}")
     s, y = _np(scores).astype(np.float64), _np(targets)
     if s.ndim == 1:
         s, y = s[:, None], y.reshape(-1, 1)
@@ -108,19 +120,29 @@ def voc11_ap_per_class(scores: ArrayLike, targets: ArrayLike,
         last = np.r_[np.nonzero(np.diff(sc))[0], sc.size - 1]
         precision = tp[last] / (tp[last] + fp[last])
         recall = tp[last] / n_pos
-        reached = recall[None, :] >= thresholds[:, None] - 1e-12  # (11, points)
+        if curve == "sklearn":
+            precision, recall = np.r_[precision, 1.0], np.r_[recall, 0.0]
+            reached = recall[None, :] >= thresholds[:, None]  # (11, points)
+        else:
+            reached = recall[None, :] >= thresholds[:, None] - 1e-12
         p_interp = np.where(reached, precision[None, :], 0.0).max(axis=1)
         aps[c] = 100.0 * p_interp.mean()
     return aps
 
 
-def voc11_average_precision(scores: ArrayLike, targets: ArrayLike,
-                            difficult: ArrayLike | None = None) -> float:
+def voc11_average_precision(scores: ArrayLike, targets: ArrayLike, difficult: ArrayLike | None = None, *,
+                            curve: str = "sklearn") -> float:
     """VOC2007 11-point mAP in percent: the mean over classes of :func:`voc11_ap_per_class`.
 
     Example (one class; ranking +, −, +; precision 1, 1/2, 2/3 at recall 1/2, 1/2, 1; p_interp is 1 for
     t ≤ 0.5 and 2/3 above, so AP = (6 · 1 + 5 · 2/3) / 11):
         >>> round(voc11_average_precision([0.9, 0.8, 0.7], [1, 0, 1]), 4)
         84.8485
+
+    A negative ranked first (−, +): precision 0 at recall 0, then 1/2 at recall 1. The sklearn curve's
+    extra point makes p_interp(0) = 1, the devkit's p_interp(0) = 1/2:
+        >>> round(voc11_average_precision([0.9, 0.8], [0, 1]), 4), voc11_average_precision([0.9, 0.8], [0, 1],
+        ...                                                                              curve="devkit")
+        (54.5455, 50.0)
     """
-    return float(voc11_ap_per_class(scores, targets, difficult).mean())
+    return float(voc11_ap_per_class(scores, targets, difficult, curve=curve).mean())

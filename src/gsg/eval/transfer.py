@@ -35,9 +35,12 @@ Deviations, all forced by what is available offline, and stated so results are r
 - gsg.data datasets (MNIST, Fashion-MNIST, image folders) are resized with bilinear + antialias
   filtering (gsg.data's decoder and ``eval_transform``), not bicubic. ``image_size`` overrides 224, e.g.
   28 for a 28-px Fashion-MNIST backbone.
-- VOC2007: an image is positive for a class when it has a non-difficult object of it, "difficult" when
-  its only objects of that class are difficult (left out of that class's training and AP), negative
-  otherwise.
+- VOC2007 (not a deviation: ssl-transfer's own rule): an image is positive for a class when it has a
+  non-difficult object of it and negative otherwise, including when its only objects of that class are
+  difficult (VOC's label 0; ssl-transfer's ``target == 1``), in training and in the AP. The AP is the
+  11-point AP on ``sklearn.metrics.precision_recall_curve``'s points, appended (recall 0, precision 1)
+  included (``gsg.eval.metrics``). ``voc_difficult="ignore"`` instead leaves such entries out of that
+  class's training and AP (the VOC devkit's convention; gsg's rule before it followed ssl-transfer).
 
 Features are cached in ``cache_dir`` as ``.pt`` files of plain tensors (loadable with
 ``torch.load(weights_only=True)``), one per (checkpoint SHA-256, dataset, split, size), so reruns and the
@@ -60,7 +63,7 @@ import torch
 from torch import Tensor, nn
 
 from gsg.checkpoint import file_sha256, load_backbone, save_atomic
-from gsg.data.datasets import DEFAULT_DATA_DIR, load_dataset
+from gsg.data.datasets import DEFAULT_DATA_DIR, FolderImageDataset, load_dataset
 from gsg.data.views import normalize
 from gsg.errors import CheckpointError, ConfigError, DataError
 from gsg.eval.logreg import DEFAULT_VALUES, Labels, LogRegClassifier, Metric, MultiLabel, sweep_regularization
@@ -82,6 +85,7 @@ VAL_FRACTION = 0.2
 CALTECH_TRAIN_PER_CLASS = 30
 SUN397_PER_CLASS = 50
 CACHE_FORMAT = 1
+VOC_DIFFICULT = ("negative", "ignore")  # VOC "difficult only" entries: ssl-transfer's negatives | left out
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
                "tvmonitor")
@@ -160,10 +164,17 @@ class FeatureSplit:
         diff = None if a.difficult is None or b.difficult is None else torch.cat([a.difficult, b.difficult])
         return FeatureSplit(torch.cat([a.features, b.features]), torch.cat([a.labels, b.labels]), diff)
 
-    def targets(self) -> Labels:
-        """Labels in the form ``gsg.eval.logreg`` takes (numpy, or a MultiLabel)."""
+    def targets(self, voc_difficult: str = "negative") -> Labels:
+        """Labels in the form ``gsg.eval.logreg`` takes (numpy, or a MultiLabel).
+
+        Multi-label (VOC): ``voc_difficult="negative"`` (ssl-transfer) keeps the "difficult only" entries
+        as the negatives they are in ``labels``; ``"ignore"`` marks them for logreg to leave out.
+        """
+        if voc_difficult not in VOC_DIFFICULT:
+            raise ConfigError(f"voc_difficult must be one of {VOC_DIFFICULT}, got {voc_difficult!r}")
         if self.labels.ndim == 2:
-            diff = None if self.difficult is None else self.difficult.numpy().astype(bool)
+            ignore = self.difficult is not None and voc_difficult == "ignore"
+            diff = self.difficult.numpy().astype(bool) if ignore else None  # type: ignore[union-attr]
             return MultiLabel(self.labels.numpy().astype(np.int64), diff)
         return self.labels.numpy()
 
@@ -409,6 +420,8 @@ def extract_features(backbone: nn.Module, dataset: str, *, mean: Sequence[float]
 def _load_gsg(name: str, split: str, root: Path | None, download: bool, image_size: int) -> Any:
     ds = load_dataset(name, split, data_dir=root, download=download,
                       image_size=image_size if name == "imagefolder" else None)
+    if isinstance(ds, FolderImageDataset):  # the protocol's view: the whole shorter side, not Resize(256)
+        ds.resize = ds.image_size
     if int(ds.labels.min()) < 0:
         raise DataError(f"the {split} split of {name} has unlabelled images; transfer needs labels in "
                         "every split")
@@ -432,12 +445,12 @@ def _open_torchvision(name: str, split: str, root: Path, download: bool, size: i
 
 
 def evaluate_splits(splits: dict[str, FeatureSplit], metric: Metric, *, values: Sequence[float] | np.ndarray =
-                    DEFAULT_VALUES, seed: int = 0, val_fraction: float = VAL_FRACTION, max_iter: int = 100
-                    ) -> dict[str, Any]:
+                    DEFAULT_VALUES, seed: int = 0, val_fraction: float = VAL_FRACTION, max_iter: int = 100,
+                    voc_difficult: str = "negative") -> dict[str, Any]:
     """Sweep wd on train → val, refit on train + val, score test. ``splits`` has train, test[, val].
 
     Without a ``val`` split, a seeded ``val_fraction`` of train is held out for the sweep and the refit
-    uses all of train (ssl-transfer's ``trainval``).
+    uses all of train (ssl-transfer's ``trainval``). ``voc_difficult``: see :meth:`FeatureSplit.targets`.
     """
     train, test = splits["train"], splits["test"]
     if "val" in splits:
@@ -448,11 +461,12 @@ def evaluate_splits(splits: dict[str, FeatureSplit], metric: Metric, *, values: 
         fit, val, trainval = train.take(tr_idx), train.take(va_idx), train
         val_source = f"random {val_fraction:.0%} of train (seed {seed})"
     Xf, Xv = fit.features.numpy(), val.features.numpy()
-    best_wd, scores = sweep_regularization(Xf, fit.targets(), Xv, val.targets(), values=values, metric=metric,
+    vd = voc_difficult
+    best_wd, scores = sweep_regularization(Xf, fit.targets(vd), Xv, val.targets(vd), values=values, metric=metric,
                                            max_iter=max_iter)
     clf = LogRegClassifier(metric, max_iter=max_iter)
-    clf.fit(trainval.features.numpy(), trainval.targets(), best_wd)
-    value = clf.score(test.features.numpy(), test.targets())
+    clf.fit(trainval.features.numpy(), trainval.targets(vd), best_wd)
+    value = clf.score(test.features.numpy(), test.targets(vd))
     log.info("transfer: test %s = %.2f (wd %.3g)", metric, value, best_wd)
     values_list = [float(v) for v in np.asarray(values).reshape(-1)]
     return {
@@ -465,6 +479,7 @@ def evaluate_splits(splits: dict[str, FeatureSplit], metric: Metric, *, values: 
         "val_split": val_source,
         "sizes": {"train": len(fit), "val": len(val), "trainval": len(trainval), "test": len(test)},
         "feature_dim": int(train.features.shape[1]),
+        **({"voc_difficult": vd} if train.labels.ndim == 2 else {}),
     }
 
 
@@ -475,16 +490,19 @@ def transfer(ckpt_path: str | os.PathLike[str], dataset: str, *,
              cache_dir: str | os.PathLike[str] | None = None, seed: int = 0,
              values: Sequence[float] | np.ndarray = DEFAULT_VALUES, max_iter: int = 100, target: bool = False,
              val_fraction: float = VAL_FRACTION, channels_last: bool = False,
-             amp_dtype: torch.dtype | None = None) -> dict[str, Any]:
+             amp_dtype: torch.dtype | None = None, voc_difficult: str = "negative") -> dict[str, Any]:
     """Run the transfer protocol (module docstring) for a checkpoint's backbone on ``dataset``.
 
     ``cache_dir`` default: ``<checkpoint dir>/features``. ``target=True`` evaluates BYOL's EMA backbone.
+    ``voc_difficult`` (VOC2007): "negative" (ssl-transfer, default) or "ignore" (module docstring).
     Returns :func:`evaluate_splits`'s dict plus ``dataset``, ``image_size``, ``checkpoint_sha256`` and
     ``num_classes``.
     """
     spec = resolve_dataset(dataset)
     if image_size < 1:
         raise ConfigError(f"image_size must be positive, got {image_size}")
+    if voc_difficult not in VOC_DIFFICULT:
+        raise ConfigError(f"voc_difficult must be one of {VOC_DIFFICULT}, got {voc_difficult!r}")
     device = resolve_device(device)
     backbone, ckpt = load_backbone(ckpt_path, "cpu", target=target)
     backbone = backbone.to(device)
@@ -499,7 +517,7 @@ def transfer(ckpt_path: str | os.PathLike[str], dataset: str, *,
                               workers=workers, seed=seed, cache_dir=cache, cache_key=sha, target=target,
                               channels_last=channels_last, amp_dtype=amp_dtype)
     result = evaluate_splits(splits, spec.metric, values=values, seed=seed, val_fraction=val_fraction,
-                             max_iter=max_iter)
+                             max_iter=max_iter, voc_difficult=voc_difficult)
     labels = splits["train"].labels
     result.update({
         "dataset": spec.name if spec.name != "imagefolder" else str(data_dir),

@@ -12,14 +12,20 @@ Two changes from torchvision, both needed for small CPU runs and small images:
 - ``cifar_stem``: the 3×3 stride-1 first convolution without max-pool used for 32-px inputs (chosen
   automatically for inputs up to 64 px: a 7×7 stride-2 stem plus max-pool leaves a 32-px image 8 px
   wide before the first residual stage, which is why CIFAR accuracy collapses with the ImageNet stem).
+
+``build_backbone("timm:NAME", ...)`` builds any timm model instead (:mod:`gsg.models.timm_backbone`);
+:func:`backbone_spec` / :func:`backbone_from_spec` record and rebuild either kind for evaluation.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from gsg.errors import ConfigError
+from gsg.models.timm_backbone import TIMM_PREFIX, build_timm_backbone, is_timm
 
 ARCHS: dict[str, tuple[type[BasicBlock] | type[Bottleneck], list[int]]] = {
     "resnet18": (BasicBlock, [2, 2, 2, 2]),
@@ -103,10 +109,44 @@ class Backbone(ResNet):
 
 def build_backbone(
     arch: str, *, width: float = 1.0, in_channels: int = 3, image_size: int = 224, cifar_stem: bool | None = None,
-    zero_init_residual: bool = False,
+    zero_init_residual: bool = False, timm_kwargs: dict[str, Any] | None = None,
 ) -> Backbone:
-    """Build a backbone; ``cifar_stem=None`` picks the CIFAR stem for inputs up to 64 px."""
+    """Build a backbone; ``cifar_stem=None`` picks the CIFAR stem for inputs up to 64 px.
+
+    ``arch = "timm:NAME"`` builds a timm model instead (:mod:`gsg.models.timm_backbone`), with ``timm_kwargs``;
+    the ResNet-only settings (width, stem, zero-init) must then keep their defaults.
+    """
+    if is_timm(arch):
+        if width != 1.0 or cifar_stem or zero_init_residual:
+            raise ConfigError(f"width, cifar_stem and zero_init_residual are ResNet settings; {arch} takes its "
+                              "shape from timm_kwargs")
+        return build_timm_backbone(arch[len(TIMM_PREFIX):], in_channels=in_channels,  # type: ignore[return-value]
+                                   image_size=image_size, kwargs=timm_kwargs)
+    if timm_kwargs:
+        raise ConfigError(f"timm_kwargs are for timm:NAME backbones, not {arch!r}")
     if cifar_stem is None:
         cifar_stem = image_size <= CIFAR_STEM_MAX_SIZE
     return Backbone(arch, width=width, in_channels=in_channels, cifar_stem=cifar_stem,
                     zero_init_residual=zero_init_residual)
+
+
+def backbone_spec(backbone: nn.Module, image_size: int) -> dict[str, Any]:
+    """What a checkpoint records to rebuild ``backbone`` for evaluation (:func:`backbone_from_spec`)."""
+    b: Any = backbone
+    spec = {"arch": b.arch, "width": b.width, "in_channels": b.in_channels, "cifar_stem": b.cifar_stem,
+            "image_size": image_size}
+    if is_timm(b.arch):
+        spec["timm_kwargs"] = dict(b.timm_kwargs)
+    return spec
+
+
+def backbone_from_spec(spec: dict[str, Any]) -> nn.Module:
+    """An untrained backbone of the shape a checkpoint's ``backbone`` spec records (ResNet or timm)."""
+    if is_timm(str(spec["arch"])):
+        kwargs = dict(spec.get("timm_kwargs") or {})
+        in_channels = int(kwargs.pop("in_chans", spec["in_channels"]))
+        return build_timm_backbone(str(spec["arch"])[len(TIMM_PREFIX):], in_channels=in_channels,
+                                   image_size=int(kwargs.get("img_size", spec.get("image_size") or 224)),
+                                   kwargs=kwargs)
+    return Backbone(spec["arch"], width=spec["width"], in_channels=spec["in_channels"], cifar_stem=spec["cifar_stem"])
+

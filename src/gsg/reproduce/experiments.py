@@ -25,7 +25,8 @@ from gsg.errors import ConfigError
 
 Overrides = dict[str, dict[str, Any]]
 
-EXPERIMENTS: tuple[str, ...] = ("table1", "fig4", "fig5", "table4", "tsne", "directpred")
+EXPERIMENTS: tuple[str, ...] = ("table1", "fig4", "fig5", "table4", "tsne", "directpred", "crops",
+                               "decomposition")
 SCALES: tuple[str, ...] = ("cpu", "full")
 EVALS: tuple[str, ...] = ("knn", "linear", "tsne")
 
@@ -41,10 +42,15 @@ class RunDef:
     # Directory name when the run is the same training as another experiment's (Table 4's default batch is
     # Table 1's GSG run): with a shared --runs directory it is trained once. Empty: the name.
     dir_name: str = ""
+    max_seeds: int | None = None  # at most this many seeds, whatever --seeds asks (the four-crop control's 1-seed rows)
+    epochs_factor: int = 1  # train for this multiple of the experiment's epochs
 
     @property
     def key_name(self) -> str:
         return self.dir_name or self.name
+
+    def seeds(self, requested: int) -> int:
+        return requested if self.max_seeds is None else min(requested, self.max_seeds)
 
 
 @dataclass(frozen=True)
@@ -67,7 +73,9 @@ class Claim:
     kind: ``greater`` (a > b), ``close`` (|a - b| <= tol), ``collapsed`` / ``not_collapsed`` (a's final kNN
     within ``tol`` points of chance, the paper's criterion "the accuracy converges to the chance level"),
     ``range`` (max - min over ``runs`` <= tol), ``range_less`` (the range over ``runs`` is smaller than the range
-    over ``other``). ``metric``: ``knn`` (the experiment's kNN), ``linear``, ``tsne_knn``.
+    over ``other``), ``below`` / ``above`` (a's final ``metric`` < / > ``tol``),
+    ``rises`` (a's ``metric`` at its last epoch > at its first). ``metric``: ``knn`` (the experiment's kNN),
+    ``linear``, ``tsne_knn``, or a per-epoch history key of the experiment's ``curves`` (its final value).
     """
 
     text: str
@@ -99,6 +107,10 @@ class Experiment:
     claims: tuple[Claim, ...] = ()
     notes: tuple[str, ...] = ()
     paper: dict[str, Any] = field(default_factory=dict)
+    knn_temperature: float = 0.1  # of the final weighted kNN (InstDisc's 0.1; ImageNet: the authors' main_knn.py 0.2)
+    seed_major: bool = False  # train every variant's seed 0 first, then seed 1, ...: paired comparisons come early
+    # Per-epoch history keys (beyond kNN and std) aggregated over seeds, plotted, and usable as claim metrics.
+    curves: tuple[str, ...] = ()
 
     def run(self, name: str) -> RunDef:
         for r in self.runs:
@@ -168,28 +180,28 @@ TIAN_CIFAR10: dict[str, tuple[float, float]] = {"linear": (84.49, 0.20), "direct
 
 # ------------------------------------------------------------------------------------------ scales
 
-# CPU scale: the brief's small model on Fashion-MNIST. The projector keeps the CIFAR layout (2 layers) at
-# width 512, the predictor a 4× bottleneck (512 → 128 → 512) as SimSiam's 2048 → 512 → 2048. Every cpu
-# experiment shares this base, so that the runs they have in common (Table 1's four algorithms are Fig. 4's
-# symmetric and guided runs, the t-SNE panels, Table 4's default batch and the MLP-predictor rows of
-# DirectPred) are one training each when the experiments share a --runs directory.
-# lr = 0.12 × b/256 (linear scaling: 0.06 at b=128, the paper's CIFAR-10 lr); 1024 images so that every
-# Table 4 batch size divides the subset and each run sees every image each epoch. 50 epochs (400 steps at
-# b=128): all six experiments (20 distinct runs) fit in about 80 minutes on one 2-core machine
-# (docs/experiments/reproduce_cpu.sh), measured before Table 4 gained its six SimCLR / MoCo v2 runs (26 distinct
-# runs now; the cost model puts the six at about 21 more minutes, two at a time).
-CPU_EPOCHS = 50
+# CPU scale (chosen by measurement, docs/results/cpu_scale.md): the whole Fashion-MNIST training set (60,000
+# images), a CIFAR-stem ResNet-18 of width 0.25 at 28 px, projector 2×512 ending in an affine BatchNorm (the CIFAR
+# recipe's head, lightly's), predictor 512 → 128 → 512 (SimSiam's 4× bottleneck), batch 256, SGD lr 0.05 × b/256
+# constant (the paper's CIFAR setting has no schedule), wd 5e-4, CPU_EPOCHS epochs. The budget is the point of
+# symmetric SimSiam's measured learning curve (full-split kNN against images seen) that fits the 45-minute limit
+# for one 2-crop run on 2 cores; the learning curve, the baselines and the choice are on that page. Every cpu
+# experiment shares this base, so the runs they have in common are one training each with a shared --runs.
+CPU_EPOCHS = 12
+CPU_TRAIN_IMAGES = 60000  # Fashion-MNIST's training split: the cost model's images per epoch
 CPU_BASE: Overrides = {
-    "data": {"dataset": "fashion-mnist", "subset": 1024},
-    "model": {"backbone": "resnet18", "width": 0.25, "proj_dim": 512, "pred_hidden": 128},
+    "data": {"dataset": "fashion-mnist", "subset": None},
+    "model": {"backbone": "resnet18", "width": 0.25, "proj_dim": 512, "pred_hidden": 128, "proj_last_bn": "affine"},
     # The cifar10 preset's BYOL target: a constant 0.99 momentum, as the GSG authors' code.
-    "ssl": {"ema_momentum": 0.99, "ema_schedule": "constant", "views": "reuse"},
-    "optim": {"epochs": CPU_EPOCHS, "batch_size": 128, "lr": None, "base_lr": 0.12, "schedule": "constant",
+    "ssl": {"ema_momentum": 0.99, "ema_schedule": "constant"},
+    "optim": {"epochs": CPU_EPOCHS, "batch_size": 256, "lr": None, "base_lr": 0.05, "schedule": "constant",
               "weight_decay": 5e-4},
-    "run": {"knn_every": 2, "knn_train_subset": 2000, "knn_test_subset": 1000, "progress": False,
-            "checkpoint_every": 4},
+    # The online monitor only draws the curves (a 10,000-image bank, 2,000 test images); the final kNN and the
+    # linear probe use the whole splits (runner.KNN_K, CPU_LINEAR).
+    "run": {"knn_every": 2, "knn_train_subset": 10000, "knn_test_subset": 2000, "progress": False,
+            "checkpoint_every": 1},
 }
-CPU_LINEAR = LinearDef(mode="features", epochs=90, train_subset=10000)
+CPU_LINEAR = LinearDef(mode="features", epochs=90, train_subset=None)  # the whole train split
 # The panel titles' kNN uses the full training set as bank, as `gsg tsne` does, so the commands match exactly.
 CPU_TSNE = TsneDef(max_points=2000, train_subset=None)
 FULL_LINEAR = LinearDef(mode="augment", epochs=90)
@@ -201,6 +213,9 @@ IMAGENET_DATASET = "ImageNet (image folder given by data.data_dir)"
 
 # Static notes; the runner adds the ones that depend on the resolved settings (kNN bank, linear probe).
 # "{dataset}" is replaced by the dataset the runs trained on.
+CROPS_NOTE = ("As in the paper and the authors' code, the symmetric baselines see 2 crops per image and GSG, random "
+              "and reverse stop-gradient 4 (`views = fresh`, twice the encoder passes per step); "
+              "`gsg reproduce crops` separates GSG's effect from the extra crops.")
 CPU_NOTES: tuple[str, ...] = (
     "Scale `cpu`: every number in the *ours* columns was measured by this command on {dataset} with a small "
     "ResNet-18 on CPU. The paper's numbers are on CIFAR-10 / ImageNet with full-size ResNets and far longer "
@@ -208,10 +223,12 @@ CPU_NOTES: tuple[str, ...] = (
     "i.e. the paper's claims.",
     "One seed by default at cpu scale (`--seeds N` for more): a difference of a point or two between "
     "variants is within seed-to-seed noise.",
+    CROPS_NOTE,
 )
 FULL_NOTES: tuple[str, ...] = (
     "Scale `full`: the paper's settings; every number in the *ours* columns was measured by this command on "
     "{dataset}.",
+    CROPS_NOTE,
 )
 
 
@@ -225,7 +242,10 @@ def _merge(*layers: Overrides | None) -> Overrides:
 
 
 def _sg(method: str, stop_gradient: str, **more: dict[str, Any]) -> Overrides:
-    return _merge({"ssl": {"method": method, "stop_gradient": stop_gradient}}, more)
+    """A run as the paper trains it: the symmetric baselines on 2 crops per image (``TwoCropsTransform``), GSG and
+    its random / reverse ablations on 4 (the authors' ``FourCropsTransform``: ``views = fresh``)."""
+    views = "reuse" if stop_gradient == "symmetric" else "fresh"
+    return _merge({"ssl": {"method": method, "stop_gradient": stop_gradient, "views": views}}, more)
 
 
 NAMES = {"simsiam": "SimSiam", "byol": "BYOL"}
@@ -313,17 +333,17 @@ def _fig5(scale: str) -> Experiment:
 
 
 # cpu batch sizes stand for the paper's: the same 1/2×, 1×, 2× around the default batch.
-TABLE4_BATCHES = {"cpu": (256, 128, 64), "full": (1024, 512, 256)}
-TABLE4_PAPER_B = {256: 1024, 128: 512, 64: 256, 1024: 1024, 512: 512}
+TABLE4_BATCHES = {"cpu": (512, 256, 128), "full": (1024, 512, 256)}
+TABLE4_PAPER_B = {512: 1024, 256: 512, 128: 256, 1024: 1024}
 
 
 # The explicit contrastive rows of Table 4, trained by this framework (the paper quotes their papers' numbers,
 # which stay in PAPER_TABLE4_CONTRASTIVE). SimCLR varies the batch as the GSG rows; MoCo varies its queue (its
-# negatives: the paper's b for MoCo) at MoCo's batch of 256, which is 64 at cpu scale by the same map as the
-# batches (cpu 256 / 128 / 64 stand for 1024 / 512 / 256), so the cpu queues are 256 / 128 / 64.
-TABLE4_MOCO_BATCH = {"cpu": 64, "full": 256}
+# negatives: the paper's b for MoCo) at MoCo's batch of 256, which is 128 at cpu scale by the same map as the
+# batches (cpu 512 / 256 / 128 stand for 1024 / 512 / 256), so the cpu queues are 512 / 256 / 128.
+TABLE4_MOCO_BATCH = {"cpu": 128, "full": 256}
 # SimCLR v1's head (Chen et al. 2020): g(h) = W2 ReLU(W1 h), hidden = the backbone's width, 128-d output; our
-# projector keeps its BatchNorms (SimCLR's code has them too, its output BN with a scale only; ours: `plain`).
+# projector keeps its BatchNorms (SimCLR's code has them too, its output BN with a scale only; ours: the base's).
 # Also used for MoCo v2, whose head is the same 2-layer MLP. cpu: the width-¼ ResNet-18 gives 128-d features, so
 # the hidden layer (proj_hidden unset = proj_dim) is 128 too.
 TABLE4_CONTRASTIVE_HEAD: dict[str, dict[str, Any]] = {
@@ -382,17 +402,16 @@ def _table4(scale: str) -> Experiment:
         f"({TABLE4_MOCO_BATCH[scale]} here). The paper's contrastive numbers are quoted from their papers and "
         "stay apart in the table (*paper* rows).")
     if scale == "cpu":
-        # CPU_BASE already scales lr linearly with the batch and uses 1024 images (every batch size divides them).
+        # CPU_BASE already scales lr linearly with the batch (base_lr 0.05 × b/256).
         return Experiment(**common, preset=None, base=CPU_BASE, knn_metric="knn_k1", chance=10.0,
                           dataset_label=CPU_DATASET, linear=CPU_LINEAR,
-                          notes=(*CPU_NOTES, "Table 4 at cpu scale: batch sizes 256 / 128 / 64 stand for the paper's "
-                                 "1024 / 512 / 256 (the same ratios around the default batch); lr = 0.12 × b/256 "
-                                 "(linear scaling, 0.06 at b=128, as the paper's 0.05 × b/256 on ImageNet); a "
-                                 "1024-image subset so that every batch size sees every image each epoch. The b=128 "
-                                 "runs are Table 1's GSG runs. MoCo's queues 256 / 128 / 64 stand for the paper's "
-                                 "1024 / 512 / 256 negatives, at batch 64 (MoCo's 256).", contrastive_note))
+                          notes=(*CPU_NOTES, "Table 4 at cpu scale: batch sizes 512 / 256 / 128 stand for the paper's "
+                                 "1024 / 512 / 256 (the same ratios around the default batch); lr = 0.05 × b/256 "
+                                 "(linear scaling, as the paper's 0.05 × b/256 on ImageNet). The b=256 runs are "
+                                 "Table 1's GSG runs. MoCo's queues 512 / 256 / 128 stand for the paper's "
+                                 "1024 / 512 / 256 negatives, at batch 128 (MoCo's 256).", contrastive_note))
     return Experiment(**common, preset="imagenet", base={"optim": {"epochs": 100}}, knn_metric="knn_k200",
-                      chance=0.1, dataset_label=IMAGENET_DATASET, linear=FULL_LINEAR,
+                      chance=0.1, dataset_label=IMAGENET_DATASET, linear=FULL_LINEAR, knn_temperature=0.2,
                       notes=(*FULL_NOTES, "Table 4 is an ImageNet experiment in the paper, so its full scale uses "
                              "the `imagenet` preset (ResNet-50, 100 epochs, lr 0.05 × b/256, cosine); pass "
                              "the ImageNet folder with `--set data.data_dir=...`.", contrastive_note))
@@ -417,13 +436,15 @@ PREDICTOR_LABEL = {"mlp": "2-layer MLP predictor", "linear": "linear predictor (
 
 
 def _directpred(scale: str) -> Experiment:
-    # DirectPred's settings only on its own runs: the MLP rows are then exactly Table 1's BYOL runs (dir_name).
+    # Tian et al.'s regime: the released code's projector has no output BatchNorm, so the predictor's input
+    # correlation F̂ stays uncentred (after a train-mode BN it would be a Pearson correlation with unit diagonal,
+    # the centred regime they report hurts DirectPred). Every row, the MLP ones too, uses that projector.
     dp = {"directpred_rho": 0.3, "directpred_eps": 0.1, "directpred_freq": 1}
     runs = tuple(
         RunDef(f"byol{SG_SUFFIX[sg]}_{p}", f"BYOL{SG_LABEL[sg]}, {PREDICTOR_LABEL[p]}",
                "BYOL (symmetric)" if sg == "symmetric" else "BYOL w/ GSG",
-               _sg("byol", sg, model={"predictor": p, **(dp if p == "directpred" else {})}),
-               dir_name=f"byol{SG_SUFFIX[sg]}" if p == "mlp" else "")
+               _sg("byol", sg, model={"predictor": p, "proj_last_bn": "none",
+                                      **(dp if p == "directpred" else {})}))
         for sg in ("symmetric", "guided") for p in ("mlp", "linear", "directpred"))
     claims = (Claim("DirectPred > SGD-trained linear predictor (Tian et al. Tables 3, 6, 8)", "greater",
                     "byol_directpred", "byol_linear", metric="linear"),
@@ -441,7 +462,9 @@ def _directpred(scale: str) -> Experiment:
     tian = ("Tian et al. train BYOL with EMA and no predictor bias: STL-10 numbers are ResNet-18, 100 epochs, 5 "
             "seeds (Table 3 'regular' W_p; Table 6 ρ=0.3, ε=0.1); CIFAR-10 numbers are Table 8 (100 epochs). "
             "Our runs keep the GSG paper's CIFAR-10 optimisation (lr 0.06 constant, wd 5e-4, EMA 0.99 "
-            "constant), not Tian et al.'s (lr 0.03, wd 4e-4, EMA 0.996).")
+            "constant), not Tian et al.'s (lr 0.03, wd 4e-4, EMA 0.996), and the ½+½ loss (half the gradient per "
+            "term of their summed 2−2cos). The projector has no output BatchNorm (`proj_last_bn = none`), as "
+            "their released code, so F̂ is the uncentred correlation they prescribe.")
     if scale == "cpu":
         return Experiment(**common, preset=None, base=CPU_BASE, dataset_label=CPU_DATASET, linear=CPU_LINEAR,
                           notes=(*CPU_NOTES, tian))
@@ -451,8 +474,185 @@ def _directpred(scale: str) -> Experiment:
                              "Table 8."))
 
 
+# The four-crop control (issue: does GSG help beyond its extra crops?). name suffix -> (stop-gradient, views,
+# epochs factor, label). "fresh" = 4 crops per image (the authors' scheme), "reuse" = 2 crops (GSG on disjoint
+# matched pairs). The symmetric 2-crop run at 2x epochs has the encoder passes of a 4-crop run.
+CROP_VARIANTS: dict[str, tuple[str, str, int, str]] = {
+    "sym2": ("symmetric", "reuse", 1, "symmetric, 2 crops"),
+    "sym4": ("symmetric", "fresh", 1, "symmetric, 4 crops"),
+    "gsg4": ("guided", "fresh", 1, "GSG, 4 crops (the authors' scheme)"),
+    "gsg2": ("guided", "reuse", 1, "GSG, 2 crops (matched pairs)"),
+    "sym2x2": ("symmetric", "reuse", 2, "symmetric, 2 crops, 2× epochs"),
+    "random4": ("random", "fresh", 1, "random sg, 4 crops"),
+}
+CROP_RUNS = {"simsiam": ("sym2", "sym4", "gsg4", "gsg2", "sym2x2", "random4"), "byol": ("sym2", "sym4", "gsg4", "gsg2")}
+CROP_SEEDED = {("simsiam", v) for v in ("sym2", "sym4", "gsg4", "gsg2", "sym2x2")}  # 3 seeds; the rest 1
+# the runs Table 1 / Fig. 4 train too (same config): trained once with a shared --runs directory
+CROP_SHARED = {"sym2": "", "gsg4": "_gsg", "random4": "_random"}
+
+
+def _crops(scale: str) -> Experiment:
+    runs = []
+    for m, variants in CROP_RUNS.items():
+        for v in variants:
+            sg, views, factor, label = CROP_VARIANTS[v]
+            shared = f"{m}{CROP_SHARED[v]}" if v in CROP_SHARED else ""
+            runs.append(RunDef(f"{m}_{v}", f"{NAMES[m]}, {label}", NAMES[m],
+                               {"ssl": {"method": m, "stop_gradient": sg, "views": views,
+                                        **({"pairing": "matching"} if v == "gsg2" else {})}},
+                               dir_name=shared, max_seeds=None if (m, v) in CROP_SEEDED else 1,
+                               epochs_factor=factor))
+    claims: list[Claim] = []
+    for m in ("simsiam", "byol"):
+        n = NAMES[m]
+        for metric in ("knn", "linear"):
+            claims += [
+                Claim(f"{n}, the authors' comparison: GSG on 4 crops > symmetric on 2 ({metric})", "greater",
+                      f"{m}_gsg4", f"{m}_sym2", metric=metric),
+                Claim(f"{n}, equal crops: GSG on 4 crops > symmetric on 4 ({metric})", "greater", f"{m}_gsg4",
+                      f"{m}_sym4", metric=metric),
+                Claim(f"{n}, equal crops: GSG on 2 crops (matched) > symmetric on 2 ({metric})", "greater",
+                      f"{m}_gsg2", f"{m}_sym2", metric=metric),
+                Claim(f"{n}, crops alone: symmetric on 4 crops > symmetric on 2 ({metric})", "greater", f"{m}_sym4",
+                      f"{m}_sym2", metric=metric)]
+            if m == "simsiam":
+                claims += [
+                    Claim(f"{n}, equal encoder passes: GSG on 4 crops > symmetric on 2 at 2× epochs ({metric})",
+                          "greater", f"{m}_gsg4", f"{m}_sym2x2", metric=metric),
+                    Claim(f"{n}, 4 crops: GSG > random sg ({metric})", "greater", f"{m}_gsg4", f"{m}_random4",
+                          metric=metric)]
+    common: dict[str, Any] = {"name": "crops", "scale": scale,
+                              "title": "The four-crop control: GSG's effect apart from its extra crops",
+                              "paper_ref": "GSG paper, Table 1 and Appendix A (the authors' four crops)",
+                              "runs": tuple(runs), "evals": ("knn", "linear"), "knn_metric": "knn_k200",
+                              "chance": 10.0, "claims": tuple(claims), "default_seeds": 3,
+                              "paper": {"table1": PAPER_TABLE1}, "seed_major": True}
+    note = ("SimSiam's five main variants run 3 seeds (paired differences with 95% intervals); random sg and the "
+            "BYOL rows 1 seed. 'symmetric, 2 crops, 2× epochs' has the encoder passes of a 4-crop run.")
+    if scale == "cpu":
+        return Experiment(**common, preset=None, base=CPU_BASE, dataset_label=CPU_DATASET, linear=CPU_LINEAR,
+                          notes=(*CPU_NOTES, note))
+    return Experiment(**common, preset="cifar10", base={"optim": {"epochs": 200}}, dataset_label=CIFAR_DATASET,
+                      linear=FULL_LINEAR, notes=(*FULL_NOTES, note))
+
+
+# Zhang et al. (ICLR 2022) through gsg: what each run is expected to do in their paper (verification level of
+# /work/shared/notes/directpred_and_collapse.md Part B: definitions and the experiment list checked, numbers
+# not, except the η_p ≈ -0.5 of Fig. 5a).
+PAPER_ZHANG: dict[str, str] = {
+    "simsiam": "does not collapse; η_p ≈ -0.5 (Fig. 5a: de-centring)",
+    "simsiam_nopred": "collapses (Table 2 / Fig. 3, naive Siamese)",
+    "simsiam_sympred": "collapses (Table 2 / Fig. 3: (a) with f replaced by h∘f)",
+    "simsiam_invpred": "does not collapse (Table 2 / Fig. 3: the asymmetry matters)",
+    "simsiam_biaspred": "does not collapse (§5: a single bias layer is sufficient)",
+    "simsiam_surgery_basic": "collapses (Table 4: G_e removed)",
+    "simsiam_surgery_center": "does not collapse (Table 4: o_e only)",
+    "simsiam_surgery_residual": "does not collapse (Table 4: r_e only); both kept is best",
+    "conj1_center": "m_o increases (Conjecture 1, Fig. 4)",
+    "conj1_residual": "m_r increases (Conjecture 1, Fig. 4)",
+}
+DECOMPOSITION_CURVES: tuple[str, ...] = (
+    "z_center_ratio", "z_residual_ratio", "z_rankme", "ge_norm", "ge_center_norm", "ge_residual_norm",
+    "ge_center_residual_ratio", "eta_p", "p_center_norm", "sel_center_norm", "sel_residual_norm", "sel_eta")
+ZHANG_GROUPS = ("Architectures", "Gradient surgery", "Conjecture 1", "GSG and BYOL")
+
+
+def _decomposition(scale: str) -> Experiment:
+    """Zhang et al.'s experiments as options of the one model and loop, and GSG / BYOL on the same metrics."""
+    arch, surg, conj, gsg = ZHANG_GROUPS
+    simsiam = _sg("simsiam", "symmetric")
+    nopred = {"model": {"predictor": "none"}}
+    matched = {"views": "reuse", "pairing": "matching"}
+
+    def run(name: str, label: str, group: str, overrides: Overrides, *, fig5: bool = False) -> RunDef:
+        # The cpu runs with Table 1's / Fig. 5's names are the same trainings (shared with --runs); at full scale
+        # Fig. 5 trains for 400 epochs, so its no-predictor names get their own directories here.
+        return RunDef(name, label, group, overrides, dir_name=f"{name}_200ep" if fig5 and scale == "full" else "")
+
+    runs = [
+        run("simsiam", "SimSiam (predictor on the online branch)", arch, simsiam),
+        run("simsiam_nopred", "Naive Siamese (no predictor)", arch, _merge(simsiam, nopred), fig5=True),
+        run("simsiam_sympred", "Symmetric predictor (sg(h(z_b)) target)", arch,
+            _merge(simsiam, {"model": {"predictor": "symmetric"}})),
+        run("simsiam_invpred", "Inverse predictor (h^{-1}(sg z_b) target)", arch,
+            _merge(simsiam, {"model": {"predictor": "inverse"}})),
+        run("simsiam_biaspred", "Bias-only predictor h(z) = z + b", arch,
+            _merge(simsiam, {"model": {"predictor": "bias"}})),
+        *(run(f"simsiam_surgery_{k}", label, surg, _merge(simsiam, {"ssl": {"grad_surgery": k}}))
+          for k, label in (("basic", "SimSiam, basic gradient only (G_e removed)"),
+                           ("center", "SimSiam, basic + o_e"), ("residual", "SimSiam, basic + r_e"))),
+        run("conj1_center", "-Z_a·sg(o_z) (no predictor)", conj, _merge(simsiam, nopred, {"ssl": {"loss": "center"}})),
+        run("conj1_residual", "-Z_a·sg(r_a) (no predictor)", conj,
+            _merge(simsiam, nopred, {"ssl": {"loss": "residual"}})),
+        # GSG both ways: 4 crops (the authors' scheme; Table 1's and Fig. 5's runs) and 2 matched crops (the crops
+        # control's run)
+        run("simsiam_gsg", "SimSiam w/ GSG (4 crops, the authors' scheme)", gsg, _sg("simsiam", "guided")),
+        run("simsiam_gsg2", "SimSiam w/ GSG (2 crops, matched pairs)", gsg, _sg("simsiam", "guided", ssl=matched)),
+        run("simsiam_gsg_nopred", "SimSiam w/ GSG w/o predictor (4 crops)", gsg,
+            _sg("simsiam", "guided", **nopred), fig5=True),
+        run("simsiam_gsg2_nopred", "SimSiam w/ GSG w/o predictor (2 crops, matched pairs)", gsg,
+            _sg("simsiam", "guided", ssl=matched, **nopred)),
+        run("byol", "BYOL (EMA target)", gsg, _sg("byol", "symmetric")),
+        run("byol_nopred", "BYOL w/o predictor", gsg, _sg("byol", "symmetric", **nopred), fig5=True),
+    ]
+    ours = "(ours: GSG is not in Zhang et al.; a reading of GSG through their decomposition)"
+    claims = [
+        Claim("Naive Siamese (no predictor) collapses (final kNN within 5 points of chance)", "collapsed",
+              "simsiam_nopred", tol=5.0),
+        Claim("Symmetric predictor collapses", "collapsed", "simsiam_sympred", tol=5.0),
+        Claim("Inverse predictor does not collapse", "not_collapsed", "simsiam_invpred", tol=5.0),
+        Claim("Bias-only predictor does not collapse", "not_collapsed", "simsiam_biaspred", tol=5.0),
+        Claim("Removing G_e (basic gradient only) collapses", "collapsed", "simsiam_surgery_basic", tol=5.0),
+        Claim("Basic + o_e only does not collapse", "not_collapsed", "simsiam_surgery_center", tol=5.0),
+        Claim("Basic + r_e only does not collapse", "not_collapsed", "simsiam_surgery_residual", tol=5.0),
+        Claim("Keeping o_e and r_e (SimSiam) beats o_e only", "greater", "simsiam", "simsiam_surgery_center"),
+        Claim("Keeping o_e and r_e (SimSiam) beats r_e only", "greater", "simsiam", "simsiam_surgery_residual"),
+        Claim("-Z_a·sg(o_z) raises m_o over training (Conjecture 1)", "rises", "conj1_center",
+              metric="z_center_ratio"),
+        Claim("-Z_a·sg(o_z) ends with a larger m_o than -Z_a·sg(r_a)", "greater", "conj1_center", "conj1_residual",
+              metric="z_center_ratio"),
+        Claim("-Z_a·sg(r_a) ends with a larger m_r than -Z_a·sg(o_z)", "greater", "conj1_residual", "conj1_center",
+              metric="z_residual_ratio"),
+        Claim("SimSiam's extra gradient de-centres: final η_p < 0 (Fig. 5a: ≈ -0.5)", "below", "simsiam",
+              metric="eta_p", tol=0.0),
+        Claim("SimSiam w/ GSG w/o predictor does not collapse (GSG paper, Fig. 5)", "not_collapsed",
+              "simsiam_gsg_nopred", tol=5.0),
+        Claim(f"GSG's choice de-centres without a predictor: final η of its selection gradient < 0 {ours}", "below",
+              "simsiam_gsg_nopred", metric="sel_eta", tol=0.0),
+        Claim(f"GSG's choice de-centres with a predictor: final η_sel < 0 {ours}", "below", "simsiam_gsg",
+              metric="sel_eta", tol=0.0),
+        Claim(f"GSG's choice de-centres on 2 matched crops: final η_sel < 0 {ours}", "below", "simsiam_gsg2",
+              metric="sel_eta", tol=0.0),
+        Claim(f"GSG's choice de-centres on 2 matched crops without a predictor: final η_sel < 0 {ours}", "below",
+              "simsiam_gsg2_nopred", metric="sel_eta", tol=0.0),
+        Claim("SimSiam w/ GSG w/o predictor on 2 matched crops does not collapse", "not_collapsed",
+              "simsiam_gsg2_nopred", tol=5.0),
+        Claim("BYOL w/o predictor collapses (GSG paper, Fig. 5)", "collapsed", "byol_nopred", tol=5.0),
+    ]
+    bn = ("The projector ends in a BatchNorm (model.proj_last_bn, `plain` by default): each channel is centred over "
+          "the batch, which bounds m_o of z/|z| well below 1, so complete collapse cannot show as m_o -> 1; read "
+          "collapse from the kNN accuracy (the claims' criterion) and RankMe (`z_rankme`).")
+    what = ("Per-epoch metrics on each epoch's last batch (docs/decomposition.md): m_o, m_r of z/|z|; |G_e|, |o_e|, "
+            "|r_e| (per-sample norms, batch mean) and η_p of the loss's extra gradient at the normalised prediction "
+            "(before any surgery); sel_*: what a pairing policy's choice adds to the symmetric loss's gradient.")
+    common: dict[str, Any] = {"name": "decomposition", "scale": scale,
+                              "title": "Zhang et al.'s vector decomposition as experiments, and GSG through it",
+                              "paper_ref": "Zhang et al. (ICLR 2022), Tables 2 and 4, Figs. 3-5, §5",
+                              "runs": tuple(runs), "evals": ("knn",), "knn_metric": "knn_k1", "chance": 10.0,
+                              "claims": tuple(claims), "default_seeds": 1, "paper": {"zhang": PAPER_ZHANG},
+                              "curves": DECOMPOSITION_CURVES}
+    if scale == "cpu":
+        return Experiment(**common, preset=None, base=CPU_BASE, dataset_label=CPU_DATASET,
+                          notes=(*CPU_NOTES, what, bn, "The run SimSiam w/ GSG w/o predictor with 4 crops is in the "
+                                 "full scale only (the hour); the runs named as Table 1's and Fig. 5's are those "
+                                 "trainings when the experiments share --runs."))
+    return Experiment(**common, preset="cifar10", base={"optim": {"epochs": 200}}, dataset_label=CIFAR_DATASET,
+                      notes=(*FULL_NOTES, what, bn, "Full scale: CIFAR-10, ResNet-18, 200 epochs (Table 1's "
+                             "setting; the paper's own schedule is not verified)."))
+
+
 _BUILDERS = {"table1": _table1, "fig4": _fig4, "fig5": _fig5, "table4": _table4, "tsne": _tsne,
-             "directpred": _directpred}
+             "directpred": _directpred, "crops": _crops, "decomposition": _decomposition}
 
 
 def _check_choice(what: str, value: str, valid: tuple[str, ...]) -> None:
@@ -476,33 +676,34 @@ def run_overrides(exp: Experiment, run: RunDef) -> Overrides:
 
 # ------------------------------------------------------------------------------------------ cost model
 
-# Seconds of one cpu-scale run (ResNet-18 width 0.25, CIFAR stem, 28 px, proj_dim 512) on the project's 2-core
-# machine with two runs at a time, one thread each (docs/experiments/reproduce_cpu.sh, the --jobs 2 default):
-# an epoch of 1024 Fashion-MNIST images at batch 128 takes 4.5-8 s; one online kNN evaluation (embed 2000 + 1000
-# images) 2-4 s; start-up (imports, reading the Fashion-MNIST files) about 20 s. A whole 50-epoch run took
-# 303-430 s (docs/results/*_cpu/results.json). The feature-mode linear probe (embed 10000 + 10000 images, 90
-# epochs of a 128-d classifier) took 20-30 s; a t-SNE panel (embed the 60000 training and 10000 test images for
-# the kNN in its title, Barnes-Hut on 2000 points) about 100 s. CPU_COST_SLOW is the top of the measured range:
-# every cpu experiment must fit in 60 minutes under it too.
-CPU_COST = {"train_per_image": 5.5 / 1024, "knn": 3.0, "checkpoint": 0.3, "startup": 20.0, "linear": 45.0,
-            "tsne": 100.0}
-CPU_COST_SLOW = {"train_per_image": 6.5 / 1024, "knn": 3.5, "checkpoint": 0.5, "startup": 25.0, "linear": 55.0,
-                 "tsne": 140.0}
-CPU_BUDGET_S = 3600.0
+# Seconds of one cpu-scale run (ResNet-18 width 0.25, CIFAR stem, 28 px, projector 512, batch 256) on the
+# project's 2-core machine, one thread per run with two runs at a time (the cpu default, --jobs 2), measured on the
+# learning-curve run (docs/results/cpu_scale.md): an epoch of the 60,000 Fashion-MNIST images on 2 crops takes
+# ~245 s on one thread (4.1 ms per image), twice that on 4 crops; one online kNN evaluation (embed 10,000 + 2,000
+# images) ~10 s; the final kNN on the whole splits (embed 70,000 images) ~60 s; the feature-mode linear probe
+# (embed 70,000 images, 90 epochs of a 128-d classifier on 60,000) ~120 s; start-up ~20 s. CPU_COST_SLOW is a
+# loaded machine (+30%).
+CPU_COST = {"train_per_image": 4.1e-3, "knn": 10.0, "checkpoint": 0.3, "startup": 20.0, "final_knn": 60.0,
+            "linear": 120.0, "tsne": 100.0}
+CPU_COST_SLOW = {k: 1.3 * v for k, v in CPU_COST.items()}
+CPU_RUN_BUDGET_S = 2 * 45 * 60.0  # one 2-crop run: 45 minutes on 2 cores = 90 single-core minutes at --jobs 2
 
 
 def estimate_seconds(epochs: int, subset: int, batch_size: int, *, knn_every: int, checkpoint_every: int,
-                     evals: tuple[str, ...], cost: dict[str, float] | None = None) -> float:
-    """Estimated wall-clock seconds of one cpu-scale run on 2 CPU cores (see :data:`CPU_COST`)."""
+                     evals: tuple[str, ...], cost: dict[str, float] | None = None, crops: int = 2) -> float:
+    """Estimated single-thread seconds of one cpu-scale run, two runs at a time on the 2 cores (see
+    :data:`CPU_COST`); ``crops``: 4 for ``ssl.views = fresh``, which augments and encodes twice as many crops."""
     images = (subset // batch_size) * batch_size  # drop_last
     c = CPU_COST if cost is None else cost
     knn_runs = math.ceil(epochs / knn_every) if knn_every else 0
-    total = c["startup"] + epochs * images * c["train_per_image"] + knn_runs * c["knn"]
+    total = c["startup"] + epochs * images * c["train_per_image"] * crops / 2 + knn_runs * c["knn"]
     total += math.ceil(epochs / checkpoint_every) * c["checkpoint"]
+    total += c.get("final_knn", 0.0) * ("knn" in evals)
     total += c["linear"] * ("linear" in evals) + c["tsne"] * ("tsne" in evals)
     return total
 
 
-__all__ = ["CPU_BASE", "CPU_BUDGET_S", "CPU_COST", "CPU_COST_SLOW", "CPU_EPOCHS", "EVALS", "EXPERIMENTS",
-           "PAPER_TABLE1", "PAPER_TABLE4", "SCALES", "TABLE4_MOCO_BATCH", "TIAN_CIFAR10", "TIAN_STL10", "Claim",
-           "Experiment", "LinearDef", "RunDef", "TsneDef", "estimate_seconds", "get_experiment", "run_overrides"]
+__all__ = ["CPU_BASE", "CPU_COST", "CPU_COST_SLOW", "CPU_EPOCHS", "CPU_RUN_BUDGET_S", "CPU_TRAIN_IMAGES",
+           "DECOMPOSITION_CURVES", "EVALS", "EXPERIMENTS", "PAPER_TABLE1", "PAPER_TABLE4", "PAPER_ZHANG", "SCALES",
+           "TABLE4_MOCO_BATCH", "TIAN_CIFAR10", "TIAN_STL10", "Claim", "Experiment", "LinearDef", "RunDef", "TsneDef",
+           "estimate_seconds", "get_experiment", "run_overrides"]

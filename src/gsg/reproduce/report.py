@@ -16,6 +16,7 @@ from gsg.reproduce.experiments import (
     PAPER_FIG4,
     PAPER_FIG5,
     PAPER_TABLE4_CONTRASTIVE,
+    PAPER_ZHANG,
     PREDICTOR_LABEL,
     TABLE4_BATCHES,
     TABLE4_MOCO_BATCH,
@@ -180,6 +181,32 @@ def _directpred(res: dict[str, Any]) -> str:
     return table(headers, rows)
 
 
+def _crops(res: dict[str, Any]) -> str:
+    o = _ours(res)
+    headers = ["Variant", "seeds", f"{o}: kNN (k=200)", f"{o}: kNN (k=1)", f"{o}: linear", f"{o}: std(z/‖z‖)·√d",
+               f"{o}: RankMe(z)"]
+    rows = [[v["label"], str(len(v["seeds"])), _metric(res, name, "knn_k200"), _metric(res, name, "knn_k1"),
+             _metric(res, name, "linear"), _metric(res, name, "z_std", 3), _metric(res, name, "z_rankme")]
+            for name, v in res["variants"].items()]
+    return table(headers, rows)
+
+
+def _decomposition(res: dict[str, Any]) -> str:
+    o = _ours(res)
+    cols = (("z_center_ratio", "m_o"), ("z_residual_ratio", "m_r"), ("z_rankme", "RankMe"), ("ge_norm", "‖G_e‖"),
+            ("ge_center_norm", "‖o_e‖"), ("ge_residual_norm", "‖r_e‖"), ("ge_center_residual_ratio", "‖o_e‖/‖r_e‖"),
+            ("eta_p", "η_p"), ("sel_eta", "η_sel"))
+    headers = ["Group", "Run", f"{o}: final kNN ({_knn_label(res)})", f"{o}: collapsed?",
+               *(f"{o}: {label}" for _, label in cols), "Zhang et al."]
+    rows = []
+    for name, v in res["variants"].items():
+        knn = v["metrics"]["knn"]["mean"]
+        collapsed = DASH if knn is None else ("yes" if knn <= res["chance"] + 5 else "no")
+        rows.append([v["group"], v["label"], _metric(res, name, "knn"), collapsed,
+                     *(_metric(res, name, key, 3) for key, _ in cols), PAPER_ZHANG.get(name, "not in the paper")])
+    return table(headers, rows)
+
+
 def results_table(res: dict[str, Any]) -> str:
     """The experiment's table in the paper's layout, our columns beside the paper's."""
     name = res["experiment"]
@@ -195,7 +222,46 @@ def results_table(res: dict[str, Any]) -> str:
         return _tsne(res)
     if name == "directpred":
         return _directpred(res)
+    if name == "crops":
+        return _crops(res)
+    if name == "decomposition":
+        return _decomposition(res)
     raise KeyError(name)
+
+
+BASELINE_METRICS = (("knn_k200", "knn_k200", "kNN k=200"), ("knn_k1", "knn_k1", "kNN k=1"),
+                    ("linear", "linear_top1", "linear"))
+
+
+def baselines_section(res: dict[str, Any]) -> list[str]:
+    """The raw-pixel and random-init rows of the same protocol, and every variant's gain over each."""
+    b = res.get("baselines")
+    if not b:
+        return []
+    if "error" in b:
+        return ["### Baselines", "", f"Not measured: {b['error']}", ""]
+    base = b["results"]
+    have = [(ours, theirs, head) for ours, theirs, head in BASELINE_METRICS
+            if any(theirs in r for r in base.values())]
+    rows = [[r["label"] + (f" ({len(r['seeds'])} seeds)" if len(r.get("seeds") or []) > 1 else ""),
+             *(fmt(r.get(theirs), r.get(f"{theirs}_std") or None) for _, theirs, _ in have)]
+            for r in base.values()]
+    gain_rows = []
+    for v in res["variants"].values():
+        cells = []
+        for ours, theirs, _ in have:
+            mean = v["metrics"].get(ours, {}).get("mean")
+            cells.append(DASH if mean is None else " / ".join(
+                f"{mean - r[theirs]:+.1f}" if theirs in r else DASH for r in base.values()))
+        gain_rows.append([v["label"], *cells])
+    names = " / ".join(r["label"] for r in base.values())
+    return ["### Baselines under the same protocol", "",
+            "A learned number counts only above these: the same kNN (whole train split as bank, whole test split) "
+            "and linear probe, on raw pixels and on a randomly initialised backbone of the runs' architecture "
+            f"(eval-mode BatchNorm with its default statistics). Command: `{b.get('command', '')}`.", "",
+            table(["baseline", *(h for _, _, h in have)], rows), "",
+            f"Gain of each variant over {names} (points):", "",
+            table(["variant", *(h for _, _, h in have)], gain_rows), ""]
 
 
 def results_markdown(res: dict[str, Any], exp: Experiment) -> str:
@@ -220,6 +286,7 @@ def results_markdown(res: dict[str, Any], exp: Experiment) -> str:
         "",
         results_table(res),
         "",
+        *baselines_section(res),
         "## The paper's claims, checked on our numbers",
         "",
         table(["claim", "ours", "verdict"], [[c["claim"], c["ours"], c["verdict"]] for c in res["claims"]]),
@@ -381,10 +448,56 @@ def plot_tsne_grid(panels: Sequence[tuple[str, Path]], path: Path, title: str) -
     return path
 
 
+# The decomposition experiment's per-epoch curves (history keys) and their axis labels.
+DECOMPOSITION_PLOTS: tuple[tuple[str, str], ...] = (
+    ("z_center_ratio", "m_o = ‖o_z‖ (centre of z/‖z‖)"), ("z_residual_ratio", "m_r = mean ‖r_i‖ (residuals)"),
+    ("z_rankme", "RankMe of z (last batch)"), ("ge_center_norm", "‖o_e‖ (centre of the extra gradient)"),
+    ("ge_residual_norm", "mean ‖r_e‖ (residual of the extra gradient)"),
+    ("eta_p", "η_p = o_e·o_p / ‖o_p‖² (Zhang et al.: ≈ -0.5)"),
+    ("sel_eta", "η of GSG's selection gradient (< 0: de-centring)"))
+
+
+def plot_eta_crossing(res: dict[str, Any], path: Path) -> Path | None:
+    """Zhang et al.'s Fig. 5a from the last epoch: cos(o_e − η o_p, o_p) against η, one line per run.
+
+    Rebuilt from three logged scalars: with a = o_e·o_p = η_p ‖o_p‖², b = ‖o_p‖², c = ‖o_e‖²,
+    cos = (a − η b) / (√(c − 2ηa + η²b) √b); it crosses 0 at η = η_p.
+    """
+    plt = _plt()
+    etas = [-2.0 + 3.0 * i / 300 for i in range(301)]
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    drawn = 0
+    for v in res["variants"].values():
+        m = v["metrics"]
+        eta_p, c, op = (m.get(k, {}).get("mean") for k in ("eta_p", "ge_center_norm", "p_center_norm"))
+        if eta_p is None or not c or c < 1e-6 or not op:  # no extra-gradient centre: no crossing to draw
+            continue
+        b = op * op
+        a = eta_p * b
+        cos = [(a - e * b) / (math.sqrt(max(c * c - 2 * e * a + e * e * b, 1e-30)) * op) for e in etas]
+        ax.plot(etas, cos, label=f"{v['label']} (η_p = {eta_p:.2f})", linewidth=1.4)
+        drawn += 1
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.axhline(0.0, color="gray", linewidth=1)
+    ax.axvline(-0.5, color="gray", linestyle="--", linewidth=1, label="Zhang et al. Fig. 5a: ≈ -0.5")
+    ax.set_xlabel("η")
+    ax.set_ylabel("cos(o_e − η o_p, o_p)")
+    ax.set_title(f"De-centring, last epoch (ours, scale {res['scale']})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def write_plots(res: dict[str, Any], exp: Experiment, out: Path) -> list[str]:
     """Write the experiment's PNGs into ``out``; returns their paths."""
     knn = "kNN accuracy (%, " + _knn_label(res) + ")"
-    chance = res["chance"] if res["experiment"] in ("fig4", "fig5") else None
+    chance = res["chance"] if res["experiment"] in ("fig4", "fig5", "decomposition") else None
     paths = [plot_curves(res, out / f"{res['experiment']}_knn.png", curve="knn", ylabel=knn, title=res["title"],
                          chance=chance)]
     if res["experiment"] in ("fig4", "fig5"):  # the collapse signal beside the accuracy
@@ -392,6 +505,15 @@ def write_plots(res: dict[str, Any], exp: Experiment, out: Path) -> list[str]:
                                  ylabel="std(z/‖z‖)·√d (0: complete collapse)", title=res["title"]))
     if res["experiment"] == "table4":
         paths.append(plot_batch_sizes(res, out / "table4_batch.png"))
+    if res["experiment"] == "decomposition":
+        for key, label in DECOMPOSITION_PLOTS:  # panels only for the groups whose runs logged the metric
+            logged = {n: v for n, v in res["variants"].items() if v["curve"].get(key, {}).get("epoch")}
+            if logged:
+                paths.append(plot_curves({**res, "variants": logged}, out / f"decomposition_{key}.png", curve=key,
+                                         ylabel=label, title=res["title"]))
+        crossing = plot_eta_crossing(res, out / "decomposition_eta_crossing.png")
+        if crossing is not None:
+            paths.append(crossing)
     if res["experiment"] == "tsne":
         panels = [(r["label"], Path(r["evals"]["tsne"]["png"])) for r in res["runs"]
                   if r["seed"] == 0 and r.get("evals", {}).get("tsne", {}).get("png")]
@@ -401,5 +523,6 @@ def write_plots(res: dict[str, Any], exp: Experiment, out: Path) -> list[str]:
     return [str(p) for p in paths]
 
 
-__all__ = ["commands_markdown", "fmt", "fmt_paper", "plot_curves", "plot_tsne_grid", "results_markdown",
+__all__ = ["commands_markdown", "fmt", "fmt_paper", "plot_curves", "plot_eta_crossing", "plot_tsne_grid",
+           "results_markdown",
            "results_table", "table", "write_plots"]

@@ -15,6 +15,7 @@ reproduction picks up where it stopped.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -38,10 +39,12 @@ import gsg
 from gsg.checkpoint import load_checkpoint
 from gsg.config import Config, load_config
 from gsg.errors import CheckpointError, ConfigError, GsgError, TrainingDiverged
-from gsg.eval.knn import tsne_evaluate
+from gsg.eval.baselines import Protocol, evaluate_baselines
+from gsg.eval.knn import knn_evaluate, tsne_evaluate
 from gsg.eval.linear import MODES, linear_evaluate
 from gsg.reproduce import report
 from gsg.reproduce.experiments import (
+    CPU_TRAIN_IMAGES,
     Claim,
     Experiment,
     LinearDef,
@@ -53,6 +56,7 @@ from gsg.reproduce.experiments import (
     get_experiment,
     run_overrides,
 )
+from gsg.reproduce.stats import fmt_difference, paired_difference
 from gsg.train.loop import CHECKPOINT_NAME, pretrain
 
 log = logging.getLogger("gsg.reproduce")
@@ -63,8 +67,13 @@ DONE_NAME = "done.json"
 EVAL_SECTION = "reproduce"
 EVAL_KEYS = ("linear_epochs", "linear_mode", "linear_train_subset", "tsne_max_points", "tsne_train_subset")
 # Settings that do not change what a run computes: a finished run stays valid when only these differ.
+# Settings that do not change what a run trains (its weights): a finished run made with other values is reused.
+# The online probe and the decomposition log are bit-identical on/off (tested); W&B and the final baselines only
+# report.
 VOLATILE = {("run", k) for k in ("out", "device", "progress", "tensorboard", "log_every", "compile", "amp",
-                                 "channels_last")} | {("data", k) for k in ("data_dir", "workers", "on_device",
+                                 "channels_last", "wandb", "wandb_project", "wandb_name", "wandb_mode",
+                                 "online_probe", "probe_optimizer", "probe_lr", "final_baselines",
+                                 "log_decomposition")} | {("data", k) for k in ("data_dir", "workers", "on_device",
                                                                              "download")}
 
 
@@ -135,14 +144,27 @@ FLAG_FOR: dict[tuple[str, str], str] = {
 }
 
 
+def _is_optional(section: str, key: str) -> bool:
+    import typing
+
+    from gsg.config import Config
+
+    cls = type(getattr(Config(), section, None))
+    hint = typing.get_type_hints(cls).get(key) if dataclasses.is_dataclass(cls) else None
+    return hint is None or type(None) in typing.get_args(hint)
+
+
 def _set_value(section: str, key: str, value: Any) -> str:
     """``value`` as `gsg pretrain --set` parses it back: JSON, or ``none`` for an empty value."""
     if value is None:
         return "none"
     if not isinstance(value, str):
         return json.dumps(value)
+    # "none" reads back as None only for a field that may be empty (gsg.config._coerce); a plain str field such as
+    # model.proj_last_bn keeps it as the string.
+    optional = _is_optional(section, key)
     try:
-        misread = value.lower() in ("none", "null") or not isinstance(json.loads(value), str)
+        misread = (optional and value.lower() in ("none", "null")) or not isinstance(json.loads(value), str)
     except json.JSONDecodeError:
         misread = False
     if misread:
@@ -168,11 +190,21 @@ def pretrain_args(preset: str | None, overrides: Overrides, seed: int, out: Path
     return [*args, "--seed", str(seed), "--out", str(out), "--auto-resume"]
 
 
+KNN_K = 200  # the final kNN: weighted k=200 (T: the experiment's knn_temperature) and k=1, on the full splits
+
+
+def knn_settings(exp: Experiment) -> dict[str, Any]:
+    return {"protocol": "full splits", "k": KNN_K, "temperature": exp.knn_temperature}
+
+
 def _eval_commands(exp: Experiment, plan_dir: Path, key: str, label: str, linear: LinearDef | None,
                    tsne: TsneDef | None, out: Path, device: str) -> list[str]:
     ckpt = str(plan_dir / CHECKPOINT_NAME)
     dev = [] if device == "auto" else ["--device", device]
     cmds: list[str] = []
+    if "knn" in exp.evals:
+        cmds.append(shlex.join(["gsg", "knn", ckpt, "--k", str(KNN_K), "--temperature", str(exp.knn_temperature),
+                                *dev]))
     if "linear" in exp.evals and linear is not None:
         sub = [] if linear.train_subset is None else ["--train-subset", str(linear.train_subset)]
         cmds.append(shlex.join(["gsg", "linear", ckpt, "--mode", linear.mode, "--epochs", str(linear.epochs),
@@ -200,6 +232,14 @@ def _check_not_varied(exp: Experiment, cfg_over: Overrides) -> None:
                                   "overrides, or train the variant you want with gsg pretrain")
 
 
+def _with_epochs_factor(exp: Experiment, run: RunDef, overrides: Overrides) -> Overrides:
+    """``run.epochs_factor`` × the epochs the run would otherwise train (preset, base and overrides)."""
+    if run.epochs_factor == 1:
+        return overrides
+    epochs = load_config(preset=exp.preset, overrides=overrides).optim.epochs
+    return _merge(overrides, {"optim": {"epochs": epochs * run.epochs_factor}})
+
+
 def plan_runs(exp: Experiment, seeds: int, out: Path, device: str = "auto",
               base_overrides: dict[str, Any] | None = None, runs_dir: Path | None = None) -> list[PlannedRun]:
     """Every run × seed of ``exp`` with its resolved config and the commands that reproduce it by hand.
@@ -212,16 +252,18 @@ def plan_runs(exp: Experiment, seeds: int, out: Path, device: str = "auto",
     linear, tsne = _eval_settings(exp, extra)
     plans: list[PlannedRun] = []
     for run in exp.runs:
-        for seed in range(seeds):
+        for seed in range(run.seeds(seeds)):
             key = f"{run.key_name}-s{seed}"
             rdir = root / key
             dev = {"run": {"device": device}} if device != "auto" else {}
-            overrides = _merge(run_overrides(exp, run), cfg_over, dev)
+            overrides = _with_epochs_factor(exp, run, _merge(run_overrides(exp, run), cfg_over, dev))
             cfg = load_config(preset=exp.preset, overrides=_merge(overrides, {"run": {"seed": seed,
                                                                                       "out": str(rdir)}}))
             command = shlex.join(["gsg", "pretrain", *pretrain_args(exp.preset, overrides, seed, rdir)])
             plans.append(PlannedRun(run, seed, key, rdir, cfg, command,
                                     _eval_commands(exp, rdir, key, run.label, linear, tsne, out, cfg.run.device)))
+    if exp.seed_major:  # stable: within a seed, the definition order (SimSiam before BYOL)
+        plans.sort(key=lambda p: p.seed)
     return plans
 
 
@@ -258,8 +300,8 @@ def full_scale_launch(experiment: str, nproc: int, *, out: str | os.PathLike[str
     cfg_over, _ = _split_overrides(base_overrides)
     cmds = []
     for run in exp.runs:
-        overrides = _merge(run_overrides(exp, run), cfg_over)
-        for seed in range(n):
+        overrides = _with_epochs_factor(exp, run, _merge(run_overrides(exp, run), cfg_over))
+        for seed in range(run.seeds(n)):
             rdir = root / f"{run.key_name}-s{seed}"
             cfg = load_config(preset=exp.preset, overrides=overrides)
             if cfg.optim.batch_size % nproc:
@@ -320,8 +362,10 @@ def _identity(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def _config_diffs(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
     a, b = _identity(saved), _identity(now)
-    return [f"{s}.{k}: done.json {a.get(s, {}).get(k)!r} vs now {v!r}"
-            for s, vals in b.items() for k, v in vals.items() if a.get(s, {}).get(k) != v]
+    # a key added to the schema after the run was made reads as its default: what that run did
+    d = Config().to_dict()
+    return [f"{s}.{k}: done.json {a.get(s, {}).get(k, d.get(s, {}).get(k))!r} vs now {v!r}"
+            for s, vals in b.items() for k, v in vals.items() if a.get(s, {}).get(k, d.get(s, {}).get(k)) != v]
 
 
 def final_knn(history: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -345,11 +389,23 @@ def _run_evals(exp: Experiment, plan: PlannedRun, rec: dict[str, Any], linear: L
     evals = rec.setdefault("evals", {})
     times = rec.setdefault("times", {}).setdefault("evals_s", {})
     changed = False
-    if "knn" in exp.evals and "knn" not in evals:
-        evals["knn"] = {**final_knn(rec["history"]), "source": "online monitor, last epoch (metrics.jsonl)",
-                        "bank": plan.config.run.knn_train_subset, "test": plan.config.run.knn_test_subset}
-        changed = True
     ckpt = plan.dir / CHECKPOINT_NAME
+    if "knn" in exp.evals and evals.get("knn", {}).get("settings") != knn_settings(exp):
+        # The final numbers use the full protocol (whole train split as bank, whole test split); the online
+        # monitor in the history stays small and only draws the curves.
+        t0 = time.perf_counter()
+        cmd = next((c for c in plan.eval_commands if c.startswith("gsg knn")), "")
+        try:
+            r = knn_evaluate(ckpt, k=KNN_K, temperature=exp.knn_temperature, device=device, command=cmd)
+            evals["knn"] = {"settings": knn_settings(exp), "knn_k1": r["knn_k1"], f"knn_k{KNN_K}": r[f"knn_k{KNN_K}"],
+                            "train_size": r["train_size"], "test_size": r["test_size"],
+                            "source": "gsg knn: the whole train split as bank, the whole test split",
+                            "result_file": r["result_file"]}
+        except GsgError as exc:
+            log.warning("%s: kNN failed: %s", plan.key, exc)
+            evals["knn"] = {"settings": knn_settings(exp), "error": str(exc)}
+        times["knn"] = time.perf_counter() - t0
+        changed = True
     if "linear" in exp.evals and linear is not None:
         want = dataclasses.asdict(linear)
         have = evals.get("linear")
@@ -384,6 +440,55 @@ def _run_evals(exp: Experiment, plan: PlannedRun, rec: dict[str, Any], linear: L
             times["tsne"] = time.perf_counter() - t0
             changed = True
     return changed
+
+
+BASELINE_SEEDS = 3  # random-init networks averaged for the baseline rows
+
+
+def baseline_protocol(plan: PlannedRun, linear: LinearDef | None, temperature: float = 0.1) -> Protocol:
+    """The protocol of an experiment's final numbers (full-split kNN, its linear probe) for the baselines."""
+    from gsg.data.datasets import load_dataset
+    from gsg.models.backbones import CIFAR_STEM_MAX_SIZE
+
+    c = plan.config
+    ds = load_dataset(c.data.dataset, "train", data_dir=c.data.data_dir, download=False, image_size=c.data.image_size)
+    stem = c.model.cifar_stem if c.model.cifar_stem is not None else ds.image_size <= CIFAR_STEM_MAX_SIZE
+    spec = {"arch": c.model.backbone, "width": c.model.width, "in_channels": ds.channels, "cifar_stem": stem}
+    use_linear = linear is not None
+    return Protocol(dataset=c.data.dataset, image_size=ds.image_size, mean=ds.mean, std=ds.std, backbone=spec,
+                    data_dir=c.data.data_dir, k=KNN_K, temperature=temperature, linear=use_linear,
+                    linear_epochs=linear.epochs if linear else 90,
+                    linear_train_subset=linear.train_subset if linear else None,
+                    extra={"linear_mode": "features"})
+
+
+def experiment_baselines(plans: Sequence[PlannedRun], linear: LinearDef | None, root: Path,
+                         device: str, temperature: float = 0.1) -> dict[str, Any]:
+    """Raw-pixel and random-init numbers under the experiment's protocol, computed once per protocol and kept
+    in ``root/baselines/`` (experiments sharing a runs directory and protocol share them)."""
+    proto = baseline_protocol(plans[0], linear, temperature)
+    key = hashlib.sha256(json.dumps(dataclasses.asdict(proto), sort_keys=True, default=str).encode()).hexdigest()[:12]
+    path = root / "baselines" / f"{key}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    t0 = time.perf_counter()
+    res = evaluate_baselines(proto, seeds=range(BASELINE_SEEDS), device=device)
+    rec = {"protocol": dataclasses.asdict(proto), "results": res, "seconds": time.perf_counter() - t0,
+           "command": shlex.join(_baseline_command(proto, linear))}
+    _write_json(path, rec)
+    return rec
+
+
+def _baseline_command(p: Protocol, linear: LinearDef | None) -> list[str]:
+    cmd = ["gsg", "baselines", "--dataset", p.dataset, "--backbone", p.backbone["arch"], "--width",
+           str(p.backbone["width"]), "--image-size", str(p.image_size), "--k", str(p.k), "--temperature",
+           str(p.temperature), "--seeds", str(BASELINE_SEEDS)]
+    if p.data_dir:
+        cmd += ["--data-dir", p.data_dir]
+    if linear is None:
+        return [*cmd, "--no-linear"]
+    cmd += ["--linear-epochs", str(p.linear_epochs)]
+    return cmd + (["--linear-train-subset", str(p.linear_train_subset)] if p.linear_train_subset else [])
 
 
 def _saved_epoch(ckpt: Path) -> int:
@@ -553,7 +658,8 @@ def mean_std(values: Sequence[float | None]) -> dict[str, Any]:
 def _metric_values(rec: dict[str, Any], knn_metric: str) -> dict[str, float | None]:
     f = rec.get("final", {})
     ev = rec.get("evals", {})
-    return {"knn": f.get(knn_metric), "knn_k1": f.get("knn_k1"), "knn_k200": f.get("knn_k200"),
+    knn = ev.get("knn") if "knn_k1" in ev.get("knn", {}) else f  # full protocol when measured, else the monitor
+    return {"knn": knn.get(knn_metric), "knn_k1": knn.get("knn_k1"), "knn_k200": knn.get("knn_k200"),
             "linear": ev.get("linear", {}).get("top1"), "tsne_knn": ev.get("tsne", {}).get("knn_k200"),
             "z_std": f.get("z_std"), "z_rankme": f.get("z_rankme"), "loss": f.get("loss")}
 
@@ -581,12 +687,22 @@ def aggregate(exp: Experiment, records: list[dict[str, Any]]) -> dict[str, Any]:
                 for r in recs]
         metrics = {m: mean_std([p[m] for p in per]) for m in per[0]}
         metrics["knn_best"] = mean_std(best)
+        curves = {"knn": _curve(recs, exp.knn_metric), "z_std": _curve(recs, "z_std")}
+        for key in exp.curves:  # the experiment's own per-epoch metrics: the curve and its final value
+            curves[key] = _curve(recs, key)
+            metrics.setdefault(key, mean_std([_last(r.get("history", []), key) for r in recs]))
+        for m, vals in [*((m, [p[m] for p in per]) for m in per[0]), ("knn_best", best)]:
+            metrics[m]["by_seed"] = {int(r["seed"]): v for r, v in zip(recs, vals, strict=True)}
         variants[run.name] = {"label": run.label, "group": run.group, "seeds": [r["seed"] for r in recs],
                               "status": sorted({r.get("status", "ok") for r in recs}), "metrics": metrics,
-                              "curve": {"knn": _curve(recs, exp.knn_metric), "z_std": _curve(recs, "z_std")},
+                              "curve": curves,
                               "errors": sorted({e.get("error") for r in recs for e in r.get("evals", {}).values()
                                                 if isinstance(e, dict) and e.get("error")})}
     return variants
+
+
+def _last(history: Sequence[dict[str, Any]], key: str) -> float | None:
+    return next((h[key] for h in reversed(history) if h.get(key) is not None), None)
 
 
 def check_claims(exp: Experiment, variants: dict[str, Any]) -> list[dict[str, Any]]:
@@ -599,6 +715,14 @@ def check_claims(exp: Experiment, variants: dict[str, Any]) -> list[dict[str, An
 
 def _mean(variants: dict[str, Any], name: str, metric: str) -> float | None:
     return variants.get(name, {}).get("metrics", {}).get(metric, {}).get("mean")
+
+
+def _by_seed(variants: dict[str, Any], name: str, metric: str) -> dict[int, float | None]:
+    by = variants.get(name, {}).get("metrics", {}).get(metric, {}).get("by_seed", {})
+    return {int(k): v for k, v in by.items()}
+
+
+ACCURACIES = ("knn", "knn_k1", "knn_k200", "knn_best", "linear", "tsne_knn")
 
 
 def _verdict(c: Claim, variants: dict[str, Any], chance: float) -> dict[str, Any]:
@@ -617,9 +741,20 @@ def _verdict(c: Claim, variants: dict[str, Any], chance: float) -> dict[str, Any
         r_other = max(other) - min(other)  # type: ignore[type-var,operator]
         return {"verdict": "holds" if r_mine < r_other else "does not hold",
                 "ours": f"range {r_mine:.1f} vs {r_other:.1f} points"}
+    if c.kind == "rises":
+        curve = variants.get(c.a, {}).get("curve", {}).get(c.metric, {}).get("mean", [])
+        vals = [v for v in curve if v is not None]
+        if len(vals) < 2:
+            return {"verdict": "n/a", "ours": "missing"}
+        return {"verdict": "holds" if vals[-1] > vals[0] else "does not hold",
+                "ours": f"{vals[0]:.3g} -> {vals[-1]:.3g} (first -> last epoch)"}
     a = _mean(variants, c.a, c.metric)
     if a is None:
         return {"verdict": "n/a", "ours": "missing"}
+    if c.kind in ("below", "above"):
+        ok = a < c.tol if c.kind == "below" else a > c.tol
+        return {"verdict": "holds" if ok else "does not hold",
+                "ours": f"{c.metric} = {a:.3g} ({'<' if c.kind == 'below' else '>'} {c.tol:g}?)"}
     if c.kind in ("collapsed", "not_collapsed"):
         collapsed = a <= chance + c.tol
         ok = collapsed if c.kind == "collapsed" else not collapsed
@@ -627,11 +762,20 @@ def _verdict(c: Claim, variants: dict[str, Any], chance: float) -> dict[str, Any
     b = _mean(variants, c.b, c.metric)
     if b is None:
         return {"verdict": "n/a", "ours": "missing"}
-    if c.kind == "greater":
-        return {"verdict": "holds" if a > b else "does not hold", "ours": f"{a:.1f} vs {b:.1f} ({a - b:+.1f})"}
-    if c.kind == "close":
-        return {"verdict": "holds" if abs(a - b) <= c.tol else "does not hold",
-                "ours": f"{a:.1f} vs {b:.1f} ({a - b:+.1f})"}
+    if c.kind == "greater" and c.metric not in ACCURACIES:  # a history metric such as m_o, in [0, 1]
+        return {"verdict": "holds" if a > b else "does not hold", "ours": f"{a:.3g} vs {b:.3g} ({a - b:+.3g})"}
+    diff = paired_difference(_by_seed(variants, c.a, c.metric), _by_seed(variants, c.b, c.metric))
+    ours = f"{a:.1f} vs {b:.1f}; paired difference {fmt_difference(diff)}"
+    if c.kind == "greater":  # it holds only when the difference counts (gsg.reproduce.stats)
+        verdict = {"+": "holds", "-": "does not hold (reversed)", "=": "no difference that counts",
+                   "?": "n/a"}[diff["direction"]]
+        return {"verdict": verdict, "ours": ours, "difference": diff}
+    if c.kind == "close":  # the whole interval (one seed: the difference) within ±tol
+        lo, hi = (diff["lo"], diff["hi"]) if diff["lo"] is not None else (diff["mean"], diff["mean"])
+        if lo is None or hi is None:
+            return {"verdict": "n/a", "ours": "missing"}
+        return {"verdict": "holds" if -c.tol <= lo and hi <= c.tol else "does not hold", "ours": ours,
+                "difference": diff}
     raise ConfigError(f"unknown claim kind {c.kind!r}")
 
 
@@ -806,6 +950,12 @@ def reproduce(experiment: str, *, scale: str = "cpu", seeds: int | None = None,
         if h.wait() != 0:  # its runs were finished by this process (the lock of a dead helper is taken over)
             log.warning("helper process %d exited with %d; see %s", h.pid, h.returncode, logfile)
     header["helpers"] = [{"pid": h.pid, "returncode": h.returncode, "log": str(f)} for h, f in helpers]
+    try:
+        header["baselines"] = experiment_baselines(plans, linear, runs_root(out_path, runs_path), device,
+                                                   exp.knn_temperature)
+    except GsgError as exc:  # e.g. an unlabelled dataset: say so in the report rather than fail the reproduction
+        log.warning("baselines not measured: %s", exc)
+        header["baselines"] = {"error": str(exc)}
     res = _results(exp, header, records, plans, started, t0, complete=True)
     res["plots"] = report.write_plots(res, exp, out_path)
     res["launch"] = _launch(experiment, scale, out_path, n_seeds, base_overrides, runs_path)
@@ -835,10 +985,12 @@ def _launch(experiment: str, scale: str, out: Path, seeds: int, base_overrides: 
 
 def _estimate(exp: Experiment, plan: PlannedRun) -> float | None:
     c = plan.config
-    if exp.scale != "cpu" or c.data.subset is None:
+    if exp.scale != "cpu":
         return None
-    return estimate_seconds(c.optim.epochs, c.data.subset, c.optim.batch_size, knn_every=c.run.knn_every,
-                            checkpoint_every=c.run.checkpoint_every, evals=exp.evals)
+    images = c.data.subset or CPU_TRAIN_IMAGES
+    return estimate_seconds(c.optim.epochs, images, c.optim.batch_size, knn_every=c.run.knn_every,
+                            checkpoint_every=c.run.checkpoint_every, evals=exp.evals,
+                            crops=4 if c.ssl.views == "fresh" else 2)
 
 
 def _run_summary(rec: dict[str, Any], plan: PlannedRun) -> dict[str, Any]:

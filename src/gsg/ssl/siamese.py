@@ -1,7 +1,8 @@
 """SimSiam, BYOL, SimCLR and MoCo as one model: online encoder + predictor, and a target that is shared or an EMA.
 
 A method here is only where the target projections come from:
-- SimSiam, SimCLR: the online projections themselves, detached;
+- SimSiam, SimCLR: the online projections themselves, detached (SimSiam with Zhang et al.'s symmetric or inverse
+  predictor: the predictor's ``target_side(z, p)``, gsg.models.heads);
 - BYOL, MoCo: an EMA copy of the online backbone + projector (MoCo's key encoder), run without gradient;
   MoCo also holds a queue of past keys (gsg.ssl.queue), given by the builder.
 
@@ -58,6 +59,9 @@ class Siamese(nn.Module):
         self.predictor = predictor
         self.queue = queue  # registered as a submodule: its buffers are in the state dict (exact resume)
         self.target: nn.ModuleDict | None = None
+        if method == "byol" and hasattr(predictor, "target_side"):
+            raise ConfigError("a predictor on the target side (model.predictor = symmetric or inverse) is defined for "
+                              "SimSiam; BYOL's target is the EMA encoder: use method simsiam")
         if method in EMA_TARGET:
             self.target = nn.ModuleDict({"backbone": copy.deepcopy(backbone),
                                          "projector": copy.deepcopy(projector)})
@@ -72,8 +76,9 @@ class Siamese(nn.Module):
     def forward(self, views: list[Tensor]) -> SiameseOutput:
         z = [self.project(v) for v in views]
         p = [self.predictor(zi) for zi in z]
+        target_side = getattr(self.predictor, "target_side", None)  # Zhang et al.'s symmetric / inverse predictor
         if self.target is None:
-            t = [zi.detach() for zi in z]
+            t = [zi.detach() if target_side is None else target_side(zi, pi) for zi, pi in zip(z, p, strict=True)]
         else:
             with torch.no_grad():
                 t = [self.target["projector"](self.target["backbone"](v)) for v in views]

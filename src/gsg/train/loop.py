@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn.parallel import DistributedDataParallel
 
 from gsg import __version__
+from gsg.analysis import decomposition
 from gsg.analysis.collapse import (
     alignment,
     center_residual,
@@ -31,20 +31,35 @@ from gsg.analysis.collapse import (
 from gsg.analysis.knn import knn_accuracy
 from gsg.checkpoint import FORMAT_KEY, FORMAT_VERSION, check_resumable, load_checkpoint, save_atomic
 from gsg.config import Config, resolved_pairing
-from gsg.data.datasets import ImageDataset, load_dataset
-from gsg.data.loader import BatchLoader
+from gsg.data.datasets import ImageDataset, fixed_subset, held_out_split, load_dataset
+from gsg.data.loader import BatchLoader, CropSpec
 from gsg.data.views import BatchAugment, make_recipe
 from gsg.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
 from gsg.models.directpred import DirectPredictor, batch_correlation, eigenspace_alignment
 from gsg.models.embed import embed
+from gsg.models.timm_backbone import is_timm
 from gsg.ssl.build import backbone_spec, build_model
 from gsg.ssl.methods import check_method, contrastive_loss, is_contrastive, target_momentum
 from gsg.ssl.siamese import Siamese
 from gsg.ssl.stopgrad import derangement, perfect_matching, policy_loss
+from gsg.ssl.surgery import GradSurgery
+from gsg.ssl.terms import Terms, policy_terms, symmetric_terms, target_loss
+from gsg.ssl.toy_losses import toy_loss
 from gsg.train import rng
-from gsg.train.distributed import DistInfo, all_reduce_mean, barrier, init_from_env, shutdown
-from gsg.train.logging import MetricsLogger
+from gsg.train.distributed import (
+    DistInfo,
+    all_reduce_mean,
+    any_rank,
+    barrier,
+    broadcast_object,
+    init_from_env,
+    shutdown,
+    wrap_ddp,
+)
+from gsg.train.logging import MetricsLogger, WandbSettings
 from gsg.train.optim import build_optimizer, effective_lr, lr_factor, set_lr
+from gsg.train.precision import amp_dtype, configure_cuda_backends, float32_heads
+from gsg.train.probe import MONITOR_FIX, FeatureTap, OnlineProbe, monitor_datasets
 
 log = logging.getLogger("gsg.train")
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -67,19 +82,9 @@ def resolve_device(name: str, info: DistInfo) -> torch.device:
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ConfigError("run.device asks for CUDA but no GPU is visible; use --device cpu")
-        if info.enabled:
-            return torch.device("cuda", info.local_rank)
+        if info.enabled:  # modulo: one visible GPU per task (SLURM --gpus-per-task=1), as init_from_env
+            return torch.device("cuda", info.local_rank % max(torch.cuda.device_count(), 1))
     return torch.device(name)
-
-
-def amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
-    if setting == "off" or (setting == "auto" and device.type != "cuda"):
-        return None
-    if setting == "fp16":
-        return torch.float16
-    if setting == "bf16" or (device.type == "cuda" and torch.cuda.is_bf16_supported()):
-        return torch.bfloat16
-    return torch.float16
 
 
 def pick_recipe(cfg: Config, dataset: ImageDataset, image_size: int) -> str:
@@ -88,6 +93,22 @@ def pick_recipe(cfg: Config, dataset: ImageDataset, image_size: int) -> str:
     if dataset.channels == 1:
         return "grayscale"
     return "cifar" if image_size <= 64 else "imagenet"
+
+
+def compile_model(requested: bool, sync_bn: bool, *, is_main: bool = True) -> bool:
+    """Whether to ``torch.compile`` the model: as requested, except under DDP with SyncBatchNorm.
+
+    Dynamo breaks the graph at every ``nn.SyncBatchNorm`` (pytorch/pytorch#161302; #107372: compile + DDP +
+    SyncBN errors), about 46 per step for SimSiam's ResNet-18 and 90 with BYOL's target: dozens of fragments,
+    long compiles and no expected speed-up. The augmentation, which has no BatchNorm, is still compiled.
+    """
+    if requested and sync_bn:
+        if is_main:
+            log.warning("run.compile: not compiling the model under multi-GPU DDP with SyncBatchNorm (torch.compile "
+                        "breaks the graph at every SyncBatchNorm layer, pytorch/pytorch#161302); the augmentation "
+                        "is still compiled")
+        return False
+    return requested
 
 
 class _Signals:
@@ -132,9 +153,11 @@ class Trainer:
         torch.manual_seed(cfg.run.seed + self.dist.rank)
 
         d = cfg.data
+        configure_cuda_backends(self.device)
+        # collective: under torchrun rank 0 downloads / lists the folder and the other ranks reuse its work.
         self.train_ds = load_dataset(d.dataset, "pretrain", data_dir=d.data_dir, download=d.download,
                                      on_bad_file=d.on_bad_file,
-                                     image_size=d.image_size, subset=d.subset, seed=cfg.run.seed)
+                                     image_size=d.image_size, subset=d.subset, seed=cfg.run.seed, collective=True)
         self.image_size = self.train_ds.image_size
         check_method(cfg, world_size=self.dist.world_size, image_size=self.image_size, n_images=len(self.train_ds))
         if self.train_ds.in_memory and d.on_device and self.device.type == "cuda":
@@ -150,9 +173,12 @@ class Trainer:
             raise ConfigError(f"each process gets {self.local_batch} image(s) per batch, but {cfg.ssl.stop_gradient} "
                               "stop-gradient pairs images within a process's batch: use a global batch of at least "
                               f"{2 * self.dist.world_size}")
+        # Image folders: RandomResizedCrop on the full-resolution file, in the loader's workers, one crop per
+        # view; the rest of the recipe runs batched on the device (BatchAugment with cropped=True).
+        crops = CropSpec.from_recipe(self.recipe, 4 if cfg.ssl.views == "fresh" else 2)
         self.loader = BatchLoader(self.train_ds, self.local_batch, shuffle=True, drop_last=True,
                                   seed=cfg.run.seed, rank=self.dist.rank, world_size=self.dist.world_size,
-                                  device=self.device, workers=d.workers)
+                                  device=self.device, workers=d.workers, crops=crops)
         if len(self.loader) == 0:
             raise DataError(f"{len(self.train_ds)} images give no full batch of {self.local_batch} per process; "
                             "lower --batch-size or use more data")
@@ -163,9 +189,12 @@ class Trainer:
 
         self.model: Siamese = build_model(cfg.model, cfg.ssl.method, in_channels=self.train_ds.channels,
                                           image_size=self.image_size, ssl=cfg.ssl).to(self.device)
+        float32_heads(self.model)  # under autocast only the backbone runs in half precision (F12, docs/gpu.md)
         # channels-last is faster for convolutions on CUDA (tensor cores) and on CPU (oneDNN): 1.22-1.31x per
         # training step on 2 CPU cores (`gsg bench steps --set compare_layout=true`, docs/performance.md).
-        self.channels_last = cfg.run.channels_last if cfg.run.channels_last is not None else True
+        # timm models (ViTs: tokens, not feature maps) stay in their own layout unless asked.
+        self.channels_last = (cfg.run.channels_last if cfg.run.channels_last is not None
+                              else not is_timm(cfg.model.backbone))
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.global_batch = cfg.optim.batch_size
@@ -175,33 +204,67 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
         self.aug_gen = torch.Generator(device=self.device)
         self.aug_gen.manual_seed(cfg.run.seed * 7919 + self.dist.rank)
+        self._knn_data: tuple[ImageDataset, ImageDataset] | None = None
+        self.probe, self.probe_mode = self._make_probe()
+        self.tap = FeatureTap(self.model.backbone) if self.probe_mode == "views" else None
         self.state = TrainState()
         # resume=True requires a checkpoint; "auto" continues one if present (what a torchrun elastic restart,
         # which reruns the same command line, needs).
         if resume is True or (resume == "auto" and self.ckpt_path.is_file()):
             self._resume()
 
-        self.net: nn.Module = self.model
+        self.net, sync_bn = wrap_ddp(self.model, self.device, self.dist)
         if self.dist.enabled:
-            if self.device.type == "cuda":
-                module = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-                self.net = DistributedDataParallel(module, device_ids=[self.device.index])
-            else:  # PyTorch's SyncBatchNorm runs only on GPUs: CPU (gloo) runs keep per-process BatchNorm.
+            if not sync_bn:  # PyTorch's SyncBatchNorm runs only on GPUs: CPU (gloo) runs keep per-process BN.
                 log.warning("SyncBatchNorm needs CUDA; this CPU run uses per-process BatchNorm statistics")
-                self.net = DistributedDataParallel(self.model)
             self.model = self.net.module  # type: ignore[assignment]
-        self.forward = torch.compile(self.net) if cfg.run.compile else self.net
+        self.compile_model = compile_model(cfg.run.compile, sync_bn, is_main=self.dist.is_main)
+        self.forward = torch.compile(self.net) if self.compile_model else self.net
         if cfg.run.compile:
             # The augmentation's ~200 elementwise kernels per view fuse (1.78x on the CPU at 32 px,
             # docs/performance.md section 2); the random draw (`sample`) stays eager, so resume is unchanged.
             self.augment.apply = torch.compile(self.augment.apply)  # type: ignore[method-assign]
-        self.logger = MetricsLogger(self.out, enabled=self.dist.is_main, tensorboard=cfg.run.tensorboard)
-        self._knn_data: tuple[ImageDataset, ImageDataset] | None = None
+        wandb = (WandbSettings(project=cfg.run.wandb_project, name=cfg.run.wandb_name, mode=cfg.run.wandb_mode,
+                               config=cfg.to_dict()) if cfg.run.wandb else None)
+        self.logger = MetricsLogger(self.out, enabled=self.dist.is_main, tensorboard=cfg.run.tensorboard, wandb=wandb)
+        if cfg.run.knn_every:  # (run.monitor_data_dir's data were loaded by _make_probe)
+            self._knn_data = self._load_knn_data()
         self._rollbacks = 0
+
+    def _make_probe(self) -> tuple[OnlineProbe | None, str | None]:
+        """The online linear probe (gsg.train.probe) and its mode: "views", "monitor", or off (None)."""
+        run = self.cfg.run
+        if run.monitor_data_dir:  # asked for: unusable monitor data is an error, not a warning
+            self._knn_data = monitor_datasets(self.cfg, image_size=self.image_size, channels=self.train_ds.channels)
+            mode, classes = "monitor", self._knn_data[0].num_classes
+            if not run.knn_every:
+                if run.online_probe:
+                    raise ConfigError("the online probe on run.monitor_data_dir trains at kNN-monitor epochs, but "
+                                      "run.knn_every = 0; set run.knn_every >= 1 or run.online_probe = false")
+                log.warning("run.knn_every = 0: no kNN monitor and no online probe on run.monitor_data_dir")
+                return None, None
+        elif self.train_ds.num_classes >= 2:
+            mode, classes = "views", self.train_ds.num_classes
+        else:
+            why = f"{self.cfg.data.dataset} at {self.cfg.data.data_dir or 'its default location'} has no labels"
+            if run.online_probe:
+                raise ConfigError(f"run.online_probe = true needs labels, but {why}; {MONITOR_FIX}, or set "
+                                  "run.online_probe = false")
+            if run.online_probe is None:
+                log.warning("online linear probe off: %s; %s", why, MONITOR_FIX)
+            return None, None
+        if run.online_probe is False:
+            return None, None
+        # views mode: every rank trains on its batch and the gradients are summed; monitor mode: rank 0 alone
+        reduce = ((lambda t: all_reduce_mean(t, self.dist) * self.dist.world_size)
+                  if self.dist.enabled and mode == "views" else None)
+        probe = OnlineProbe(self.model.backbone.out_dim, classes, optimizer=run.probe_optimizer, lr=run.probe_lr,
+                            seed=run.seed, device=self.device, all_reduce=reduce)
+        return probe, mode
 
     # ---------------------------------------------------------------- checkpoints
     def checkpoint_dict(self, rng_states: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-        rng_states = rng_states or [rng.capture(self.aug_gen)]
+        rng_states = rng_states or [rng.capture(self.aug_gen, self.device)]
         return {
             FORMAT_KEY: FORMAT_VERSION,
             "gsg_version": __version__,
@@ -217,27 +280,23 @@ class Trainer:
                 "epoch": self.state.epoch, "step": self.state.step,
                 "batch_in_epoch": self.state.batch_in_epoch, "lr_scale": self.state.lr_scale,
                 "rng": rng_states[0], "rng_per_rank": rng_states, "world_size": self.dist.world_size,
+                "probe": self.probe.state_dict() if self.probe is not None else None,
             },
             "metrics": {"history": self.state.history},
         }
 
     def save(self) -> None:
-        states: list[Any] = [rng.capture(self.aug_gen)]
+        states: list[Any] = [rng.capture(self.aug_gen, self.device)]
         if self.dist.enabled:  # every rank's RNG, so that each resumes its own augmentation and pairing stream
             states = [None] * self.dist.world_size
-            torch.distributed.all_gather_object(states, rng.capture(self.aug_gen))
+            torch.distributed.all_gather_object(states, rng.capture(self.aug_gen, self.device))
         if self.dist.is_main:
             save_atomic(self.checkpoint_dict(states), self.ckpt_path)
         barrier(self.dist)
 
     def _stop_requested(self, signals: _Signals) -> bool:
         """A signal seen by any rank stops every rank after the same step (else ranks disagree on collectives)."""
-        stop = signals.received is not None
-        if self.dist.enabled:
-            flag = torch.tensor(float(stop), device=self.device)
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-            stop = bool(flag.item())
-        return stop
+        return bool(any_rank(signals.received is not None, self.dist, self.device))
 
     def _resume(self) -> None:
         if not self.ckpt_path.is_file():
@@ -257,18 +316,29 @@ class Trainer:
                                 lr_scale=ts["lr_scale"], history=list(ckpt["metrics"]["history"]))
         per_rank = ts.get("rng_per_rank")
         same_world = isinstance(per_rank, list) and len(per_rank) == self.dist.world_size
-        rng.restore(per_rank[self.dist.rank] if same_world else ts["rng"], self.aug_gen)
+        # Reseeded only when the checkpoint's generator ran on another device type (rng.restore warns).
+        reseed = (self.cfg.run.seed * 7919 + self.dist.rank) * 1_000_003 + self.state.step
+        rng.restore(per_rank[self.dist.rank] if same_world else ts["rng"], self.aug_gen, reseed=reseed,
+                    device=self.device)
+        if self.probe is not None:
+            if ts.get("probe") is None:
+                log.warning("%s has no online-probe state (made with the probe off): the probe starts afresh",
+                            self.ckpt_path)
+            else:
+                self.probe.load_state_dict(ts["probe"])
         log.info("resumed from %s at epoch %d, step %d", self.ckpt_path, self.state.epoch, self.state.step)
 
     def _check_compatible(self, ckpt: dict[str, Any]) -> None:
-        saved, now = ckpt["config"], self.cfg.to_dict()
+        saved, now, defaults = ckpt["config"], self.cfg.to_dict(), type(self.cfg)().to_dict()
         # Anything that changes the model, the data or the optimisation must match for an exact resume.
         fixed = [("model", k) for k in now["model"]] + [("ssl", k) for k in now["ssl"]] + [
             ("data", "dataset"), ("data", "subset"), ("data", "image_size"), ("optim", "batch_size"),
             ("optim", "base_lr"), ("optim", "lr"), ("optim", "schedule"), ("optim", "weight_decay"),
+            ("optim", "optimizer"), ("optim", "adam_beta1"), ("optim", "adam_beta2"), ("optim", "adam_eps"),
             ("run", "seed")]
-        diffs = [f"{s}.{k}: checkpoint {saved.get(s, {}).get(k)!r} vs now {now[s][k]!r}"
-                 for s, k in fixed if saved.get(s, {}).get(k) != now[s][k]]
+        # a key the checkpoint predates had its default then
+        diffs = [f"{s}.{k}: checkpoint {saved.get(s, {}).get(k, defaults[s][k])!r} vs now {now[s][k]!r}"
+                 for s, k in fixed if saved.get(s, {}).get(k, defaults[s][k]) != now[s][k]]
         if diffs:
             raise CheckpointError(f"checkpoint {self.ckpt_path} was made with a different config: "
                                   + "; ".join(diffs) + ". Resume with the same settings or use a new --out.")
@@ -278,14 +348,24 @@ class Trainer:
 
     # ---------------------------------------------------------------- one step
     def views_and_loss(self, images: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """Augment, encode and apply the stop-gradient policy to one batch. Returns (loss, stats)."""
+        """Augment, encode and apply the stop-gradient policy to one batch. Returns (loss, stats).
+
+        ``images``: uint8 (B, C, H, W), or (V, B, C, S, S) views already cropped by the loader (image folders).
+        """
         cfg = self.cfg.ssl
-        b = images.shape[0]
+        pre = images.ndim == 5
+        b = images.shape[1] if pre else images.shape[0]
         paired = cfg.stop_gradient not in ("symmetric", "none") or cfg.views == "fresh"  # none: simclr, moco
         matched = paired and resolved_pairing(cfg) == "matching"
         pairs = perfect_matching(b, generator=self.aug_gen, device=self.device) if matched else None
         partner = derangement(b, generator=self.aug_gen, device=self.device) if paired and not matched else None
-        if cfg.views == "fresh":
+        if pre:  # view k of image i is crop k; the partner's views are its own crops 2 and 3
+            crops = [images[0], images[1]]
+            if cfg.views == "fresh":
+                assert partner is not None
+                crops += [images[2][partner], images[3][partner]]
+            batch = [self.augment(x, self.aug_gen, cropped=True) for x in crops]
+        elif cfg.views == "fresh":
             assert partner is not None
             other = images[partner]
             batch = [self.augment(images, self.aug_gen), self.augment(images, self.aug_gen),
@@ -297,23 +377,40 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
             out = self.forward(batch)
         p, t = out.p, out.t
+        surgery = GradSurgery(cfg.grad_surgery) if cfg.grad_surgery != "none" else None  # Zhang et al. Table 4
+        if surgery is not None:
+            p = surgery.wrap(p)
         if is_contrastive(cfg.method):  # SimCLR's NT-Xent / MoCo's InfoNCE with its queue (gsg.ssl.methods)
             res = contrastive_loss(out, cfg, image_size=self.image_size, queue=self.model.queue, dist=self.dist)
+        elif cfg.loss != "cosine":  # Conjecture 1's toy losses (symmetric, two views: config.validate)
+            res = toy_loss(cfg.loss, p=(p[0], p[1]), t=(t[0], t[1]))
         elif cfg.views == "fresh":
             res = policy_loss(cfg.stop_gradient, p1=(p[0], p[1]), t1=(t[0], t[1]), p2=(p[2], p[3]),
                               t2=(t[2], t[3]), generator=self.aug_gen)  # type: ignore[arg-type]
         else:
             res = policy_loss(cfg.stop_gradient, p1=(p[0], p[1]), t1=(t[0], t[1]), partner=partner, pairs=pairs,
                               generator=self.aug_gen)  # type: ignore[arg-type]
+        # The directed terms the loss used (gsg.ssl.terms), for surgery, the inverse predictor and the decomposition.
+        decisions = (cfg.stop_gradient if cfg.loss == "cosine" else "symmetric", b, len(p), res.cases, pairs, partner)
+        loss = res.loss
+        if surgery is not None:
+            surgery.prepare(p, t, self._terms(*decisions),  # fp16: the backward's gradient carries the loss scale
+                            grad_scale=self.scaler.get_scale() if self.scaler.is_enabled() else 1.0)
+        if t[0].requires_grad:  # a learnable target-side head (inverse predictor): its gradient, the loss unchanged
+            inv = target_loss(self._terms(*decisions), p, t)
+            loss = loss + (inv - inv.detach())
         z0 = out.z[0].detach().float()
         stats = {"z_std": normalized_std_tensor(z0), "z": z0, "z1": out.z[1].detach().float()}
         if res.distances is not None:
             stats["distances"], stats["cases"] = res.distances, res.cases
+        # detached references: the epoch's last batch is decomposed at its end (the cosine loss's; not simclr/moco)
+        if self.cfg.run.log_decomposition and not is_contrastive(cfg.method):
+            stats["decomposition"] = ([x.detach() for x in p], [x.detach() for x in t], decisions)  # type: ignore
         if res.cases is not None:
             # a comparison, not bincount: bincount reads its size back to the host (a sync per step on CUDA)
             stats["case_share"] = ((res.cases[:, None] == torch.arange(4, device=res.cases.device)).sum(0).float()
                                    / res.cases.shape[0])
-        return res.loss, stats
+        return loss, stats
 
     def train_step(self, images: Tensor) -> tuple[Tensor, dict[str, Tensor], float]:
         """One optimisation step on a batch: loss, backward, SGD, target EMA, DirectPred statistics.
@@ -352,13 +449,18 @@ class Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         bar = _progress(self.steps_per_epoch, start, f"epoch {epoch + 1}/{cfg.optim.epochs}",
                         enabled=cfg.run.progress and self.dist.is_main)
-        for i, (images, _labels, _idx) in enumerate(self.loader.iterate(start), start=start):
+        for i, (images, labels, _idx) in enumerate(self.loader.iterate(start), start=start):
             if i >= self.steps_per_epoch:
                 break
             factor = lr_factor(self.state.step, self.total_steps, cfg.optim.warmup_epochs * self.steps_per_epoch,
                                cfg.optim.schedule)
             lr = set_lr(self.optimizer, self.base_lr * self.state.lr_scale, factor)
-            loss, stats, momentum = self.train_step(images)
+            if self.tap is not None and self.probe is not None:  # the probe reads the two views' features
+                with self.tap.recording() as feats:
+                    loss, stats, momentum = self.train_step(images)
+                self.probe.train_batch(torch.cat(feats[:2]), labels.repeat(2))
+            else:
+                loss, stats, momentum = self.train_step(images)
             bad = ~torch.isfinite(loss.detach())
             first_bad = torch.where(bad & (first_bad < 0), torch.full((), self.state.step, dtype=torch.long,
                                                                          device=self.device),
@@ -371,8 +473,11 @@ class Trainer:
             n += 1
             self.state.step += 1
             self.state.batch_in_epoch = i + 1
-            stop = self._stop_requested(signals)
-            if self.state.step % cfg.run.log_every == 0 or stop:
+            # Under DDP the ranks agree on a stop with an all-reduce, a host sync: only every log_every steps (all
+            # ranks at the same step); a signal then waits at most log_every steps. One process checks every step.
+            log_step = self.state.step % cfg.run.log_every == 0
+            stop = self._stop_requested(signals) if log_step or not self.dist.enabled else False
+            if log_step or stop:
                 self._check_finite(first_bad)
                 self.logger.log("step", self.state.step, {"epoch": epoch, "loss": float(loss.detach()), "lr": lr,
                                                           "ema_momentum": momentum, "z_std": float(stats["z_std"])})
@@ -407,10 +512,13 @@ class Trainer:
                                                             top=min(ALIGNMENT_TOP, w.shape[0]))
         if last_z is not None:  # dimensional collapse, which std(z/|z|) misses under a BatchNorm output
             result["z_rankme"] = rankme(last_z)
-            result["z_center_ratio"] = center_residual(last_z)["m_o"]
+            cr = center_residual(last_z)
+            result["z_center_ratio"], result["z_residual_ratio"] = cr["m_o"], cr["m_r"]
             # Wang & Isola on the last batch: views of one image close (alignment), images spread (uniformity).
             result["z_alignment"] = alignment(last_z, last_stats["z1"])
             result["z_uniformity"] = uniformity(last_z[:UNIFORMITY_MAX])
+            if "decomposition" in last_stats:
+                result.update(self._decomposition(*last_stats["decomposition"]))  # type: ignore[misc]
             if "distances" in last_stats:  # how decisive GSG's choice was on the last batch
                 margins = gsg_case_stats(last_stats["cases"], last_stats["distances"])
                 result["gsg_margin_mean"] = margins["margin_mean"]
@@ -419,6 +527,19 @@ class Trainer:
             result.update({f"case_{name}": s for name, s in zip(("11_21", "11_22", "12_21", "12_22"), shares,
                                                                   strict=True)})
         return result
+
+    def _terms(self, policy: str, n: int, views: int, cases: Tensor | None, pairs: Tensor | None,
+               partner: Tensor | None) -> Terms:
+        return policy_terms(policy, n, views=views, cases=cases, pairs=pairs, partner=partner, device=self.device)
+
+    def _decomposition(self, p: list[Tensor], t: list[Tensor], decisions: tuple[Any, ...]) -> dict[str, float]:
+        """Zhang et al.'s gradient decomposition of the batch loss (gsg.analysis.decomposition), and for a pairing
+        policy what its choice adds to the symmetric loss's gradient (``sel_*``)."""
+        cfg = self.cfg.ssl
+        terms = self._terms(*decisions)
+        paired = cfg.stop_gradient != "symmetric" and cfg.loss == "cosine"
+        ref = symmetric_terms(terms.n, views=terms.views, device=self.device) if paired else None
+        return decomposition.batch_metrics(p, t, terms, loss=cfg.loss, reference=ref)
 
     def _kept(self) -> str:
         kept = (f"the last good checkpoint {self.ckpt_path} (epoch {self._saved_epoch()}) is kept"
@@ -429,6 +550,16 @@ class Trainer:
         return f"{kept}. Lower --lr, check the data, or set run.on_nonfinite = 'rollback'."
 
     def _check_finite(self, first_bad: Tensor) -> None:
+        """Raise TrainingDiverged if a step's loss was not finite; under DDP on every rank together.
+
+        A NaN on one rank reaches the others one step later through the gradient all-reduce; deciding per rank
+        would roll the ranks back at different steps and leave them out of step (docs/gpu.md, F2).
+        """
+        if self.dist.enabled:  # (any rank bad, earliest bad step) in one all-reduce
+            never = torch.iinfo(torch.long).max
+            both = torch.stack([first_bad, -torch.where(first_bad < 0, torch.full_like(first_bad, never), first_bad)])
+            torch.distributed.all_reduce(both, op=torch.distributed.ReduceOp.MAX)
+            first_bad = torch.where(both[0] >= 0, -both[1], both[0])
         bad_step = int(first_bad)
         if bad_step >= 0:
             raise TrainingDiverged(
@@ -441,8 +572,11 @@ class Trainer:
         named += [(f"momentum of {n}", self.optimizer.state[p]["momentum_buffer"])
                   for n, p in self.model.named_parameters()
                   if self.optimizer.state.get(p, {}).get("momentum_buffer") is not None]
-        ok = torch.stack([torch.isfinite(v).all() for _, v in named]).tolist()
-        bad = [k for (k, _), good in zip(named, ok, strict=True) if not good]
+        ok = torch.stack([torch.isfinite(v).all() for _, v in named])
+        bad = [k for (k, _), good in zip(named, ok.tolist(), strict=True) if not good]
+        # Per-process BatchNorm statistics (gloo) can differ between ranks: every rank decides together.
+        if self.dist.enabled and bool(any_rank(bool(bad), self.dist, self.device)) and not bad:
+            bad = ["weights or statistics of another process"]
         if bad:
             more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
             raise TrainingDiverged(
@@ -456,35 +590,84 @@ class Trainer:
             return "?"
 
     # ---------------------------------------------------------------- monitoring
+    def _load_knn_data(self) -> tuple[ImageDataset, ImageDataset] | None:
+        """The monitor's clean train bank and held-out split, loaded by rank 0 (the only rank that embeds them).
+
+        The decision to run the monitor is rank 0's and every rank takes it (a broadcast): a monitor switched
+        off on rank 0 alone would leave the other ranks waiting at its barrier (docs/gpu.md, F1). When the data
+        cannot serve, the run goes on without the monitor and says so, with what is missing.
+        """
+        cfg, d = self.cfg, self.cfg.data
+        reason: str | None = None
+        data: tuple[ImageDataset, ImageDataset] | None = None
+        if cfg.run.monitor_data_dir:  # a separate labelled folder (gsg.train.probe.monitor_datasets)
+            if self._knn_data is None:
+                self._knn_data = monitor_datasets(cfg, image_size=self.image_size, channels=self.train_ds.channels)
+            return self._knn_data
+        if self.dist.is_main:
+            split = held_out_split(d.dataset, d.data_dir)  # val/ where an image folder has no test/ (ImageNet)
+            try:
+                # A bank or test subset larger than the split means the whole split (a small dataset).
+                bank = fixed_subset(load_dataset(d.dataset, "train", data_dir=d.data_dir, download=False,
+                                                 image_size=d.image_size, seed=cfg.run.seed),
+                                    cfg.run.knn_train_subset, cfg.run.seed)
+                test = fixed_subset(load_dataset(d.dataset, split, data_dir=d.data_dir, download=False,
+                                                 image_size=d.image_size, seed=cfg.run.seed),
+                                    cfg.run.knn_test_subset, cfg.run.seed)
+            except (DataError, ConfigError) as exc:
+                reason = f"its data could not be loaded: {exc}"
+            else:
+                if bank.num_classes == 0 or test.num_classes == 0:
+                    reason = (f"it needs labelled train and {split} splits, and {d.dataset} has no labels "
+                              f"(image folders: one subfolder per class)")
+                data = (bank, test)
+        reason = broadcast_object(reason, self.dist)
+        if reason is not None:
+            if self.dist.is_main:
+                log.warning("online kNN monitor requested (run.knn_every=%d) but switched off for this run: %s. "
+                            "No knn_* metrics will be reported; evaluate the checkpoint with `gsg knn`, %s, or set "
+                            "run.knn_every=0 to run without the monitor.", cfg.run.knn_every, reason, MONITOR_FIX)
+            self.cfg.run.knn_every = 0
+            return None
+        return data
+
     def knn_monitor(self) -> dict[str, float]:
-        """kNN accuracy of the backbone on the clean (un-augmented) train bank and test set."""
+        """kNN accuracy of the backbone on the clean (un-augmented) train bank and test set (rank 0)."""
         cfg = self.cfg
         if self._knn_data is None:
-            d = cfg.data
-            try:
-                bank = load_dataset(d.dataset, "train", data_dir=d.data_dir, download=False,
-                                    image_size=d.image_size, subset=cfg.run.knn_train_subset, seed=cfg.run.seed)
-                test = load_dataset(d.dataset, "test", data_dir=d.data_dir, download=False,
-                                    image_size=d.image_size, subset=cfg.run.knn_test_subset, seed=cfg.run.seed)
-            except (DataError, ConfigError) as exc:
-                log.warning("online kNN disabled: %s", exc)
-                self.cfg.run.knn_every = 0
-                return {}
-            if bank.num_classes == 0 or test.num_classes == 0:
-                log.warning("online kNN disabled: %s has no labels", d.dataset)
-                self.cfg.run.knn_every = 0
-                return {}
-            self._knn_data = (bank, test)
+            return {}
         bank, test = self._knn_data
         kw = {"batch_size": 512, "device": self.device, "size": self.image_size, "mean": self.train_ds.mean,
-              "std": self.train_ds.std, "channels_last": self.channels_last, "amp_dtype": self.amp}
+              "std": self.train_ds.std, "channels_last": self.channels_last, "amp_dtype": self.amp,
+              "workers": cfg.data.workers}
         backbone = self.model.backbone
         fb, lb = embed(backbone, bank, **kw)
         ft, lt = embed(backbone, test, **kw)
         backbone.train()
         dev = self.device  # the search on the training device: a 10k x 50k search is seconds on a GPU
-        return knn_accuracy(fb.to(dev), lb.to(dev), ft.to(dev), lt.to(dev), bank.num_classes, ks=(cfg.run.knn_k, 1),
-                            temperature=cfg.run.knn_t)
+        result = knn_accuracy(fb.to(dev), lb.to(dev), ft.to(dev), lt.to(dev), bank.num_classes,
+                              ks=(cfg.run.knn_k, 1), temperature=cfg.run.knn_t)
+        if self.probe is not None and (self.probe_mode == "monitor" or bank.classes == self.train_ds.classes):
+            if self.probe_mode == "monitor":  # one pass over the clean labelled train features
+                self.probe.fit(fb, lb, epoch=self.state.epoch)
+            result["probe_test_top1"] = self.probe.evaluate(ft, lt)
+        return result
+
+    def _knn_all_ranks(self) -> dict[str, float]:
+        """Rank 0 runs the monitor; every rank gets its result (or its error, raised on every rank alike)."""
+        result: dict[str, float] | str = {}
+        if self.dist.is_main:
+            try:
+                result = self.knn_monitor()
+            except Exception as exc:
+                if not self.dist.enabled:
+                    raise
+                result = f"{type(exc).__name__}: {exc}"
+                log.exception("online kNN monitor failed")
+        result = broadcast_object(result, self.dist)
+        if isinstance(result, str):
+            raise DataError(f"the online kNN monitor failed on rank 0: {result}")
+        return result
 
     # ---------------------------------------------------------------- driver
     def fit(self) -> dict[str, Any]:
@@ -504,9 +687,9 @@ class Trainer:
                 self.state.batch_in_epoch = 0
                 last = self.state.epoch == cfg.optim.epochs
                 if cfg.run.knn_every and (self.state.epoch % cfg.run.knn_every == 0 or last):
-                    if self.dist.is_main:
-                        metrics.update(self.knn_monitor())
-                    barrier(self.dist)
+                    metrics.update(self._knn_all_ranks())
+                if self.probe is not None:  # every rank: the counts are summed over processes
+                    metrics.update(self.probe.epoch_metrics())
                 self.state.history.append(metrics)
                 self.logger.log("epoch", self.state.step, metrics)
                 if self.dist.is_main:

@@ -1,0 +1,86 @@
+"""Progress of long cpu-scale reproductions: copy each finished run's metrics and command into the docs, and
+write a progress table.
+
+    python docs/experiments/progress.py --runs runs/reproduce-cpu2 --docs docs/results/runs/cpu2 \
+        --table docs/results/progress.md crops table1 fig4 fig5 table4 tsne directpred decomposition
+
+For every planned run (seed count as each experiment's default, or ``--seeds``) it reports done / partial (epochs
+so far) / to do, and for finished runs their final kNN (full splits) and linear probe. Finished runs get
+``metrics.jsonl``, ``command.txt`` and ``evals.json`` copied to ``--docs/<run>/`` (never checkpoints). Commit the
+result after each finished run: the runs are resumable and independent, so a session can end at any time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+from gsg.reproduce.experiments import get_experiment
+from gsg.reproduce.runner import plan_runs
+
+
+def _epochs_done(run_dir: Path) -> int:
+    metrics = run_dir / "metrics.jsonl"
+    if not metrics.is_file():
+        return 0
+    return sum(1 for line in metrics.read_text().splitlines() if '"kind": "epoch"' in line)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("experiments", nargs="+")
+    ap.add_argument("--runs", type=Path, required=True, help="the shared --runs directory of the reproductions")
+    ap.add_argument("--docs", type=Path, required=True, help="where finished runs' metrics are copied")
+    ap.add_argument("--table", type=Path, required=True, help="the Markdown progress table to write")
+    ap.add_argument("--seeds", type=int, help="seeds per variant (default: each experiment's)")
+    args = ap.parse_args()
+    rows, seen = [], set()
+    for name in args.experiments:
+        exp = get_experiment(name, "cpu")
+        for plan in plan_runs(exp, args.seeds or exp.default_seeds, Path("unused"), runs_dir=args.runs):
+            if plan.key in seen:
+                rows.append([name, plan.key, plan.run.label, "shared (see above)", "", "", ""])
+                continue
+            seen.add(plan.key)
+            done = plan.dir / "done.json"
+            want = plan.config.optim.epochs
+            if done.is_file():
+                rec = json.loads(done.read_text())
+                ev = rec.get("evals", {})
+                knn = ev.get("knn", {})
+                dest = args.docs / plan.key
+                dest.mkdir(parents=True, exist_ok=True)
+                for f in ("metrics.jsonl", "command.txt"):
+                    if (plan.dir / f).is_file():
+                        shutil.copy2(plan.dir / f, dest / f)
+                (dest / "evals.json").write_text(json.dumps({"evals": ev, "times": rec.get("times", {})},
+                                                            indent=1) + "\n")
+                status = f"done ({want} epochs)"
+                k200 = f"{knn['knn_k200']:.2f}" if "knn_k200" in knn else "–"
+                k1 = f"{knn['knn_k1']:.2f}" if "knn_k1" in knn else "–"
+                lin = ev.get("linear", {}).get("top1")
+                rows.append([name, plan.key, plan.run.label, status, k200, k1, "–" if lin is None else f"{lin:.2f}"])
+            else:
+                n = _epochs_done(plan.dir)
+                status = f"partial: {n}/{want} epochs" if n else "to do"
+                rows.append([name, plan.key, plan.run.label, status, "", "", ""])
+    done_n = sum(r[3].startswith("done") for r in rows)
+    todo = [r for r in rows if not r[3].startswith(("done", "shared"))]
+    lines = ["# Progress of the cpu-scale reproductions", "",
+             f"Written {datetime.now(UTC).isoformat(timespec='minutes')} by `python docs/experiments/progress.py "
+             f"--runs {args.runs} --docs {args.docs} --table {args.table} {' '.join(args.experiments)}`.", "",
+             f"{done_n} runs done, {len(todo)} to do or in progress. Finished runs' metrics and commands: "
+             f"[`{args.docs}`]({Path('runs') / args.docs.name}/). kNN on the whole train and test splits (k=200, "
+             "T=0.1, and k=1); linear probe on frozen features of the whole train split.", "",
+             "| experiment | run | variant | status | kNN k=200 | kNN k=1 | linear |", "|---|---|---|---|---|---|---|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    args.table.parent.mkdir(parents=True, exist_ok=True)
+    args.table.write_text("\n".join(lines) + "\n")
+    print(f"{done_n} done, {len(todo)} to do; {args.table}")
+
+
+if __name__ == "__main__":
+    main()
