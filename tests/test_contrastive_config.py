@@ -85,6 +85,10 @@ def test_bad_contrastive_settings_name_the_fix() -> None:
         load_config(overrides={"ssl": {"method": "simclr", "views": "fresh"}})
     with pytest.raises(ConfigError, match="GSG settings"):
         load_config(overrides={"ssl": {"method": "moco", "pairing": "cycle"}})
+    with pytest.raises(ConfigError, match="own contrastive loss"):
+        load_config(overrides={"ssl": {"method": "simclr", "loss": "center"}})
+    with pytest.raises(ConfigError, match="own contrastive loss"):
+        load_config(overrides={"ssl": {"method": "moco", "grad_surgery": "center"}})
     with pytest.raises(ConfigError, match="did you mean 'moco'"):
         load_config(overrides={"ssl": {"method": "mocov2"}})
     # the queue is MoCo's only: another method ignores an unused queue_size
