@@ -66,3 +66,18 @@ def test_docs_config_page_is_generated_from_the_schema() -> None:
     doc = (Path(__file__).parents[1] / "docs" / "config.md").read_text()
     assert doc.strip() == schema_markdown().strip(), "regenerate docs/config.md (command at its top)"
     assert "| `batch_size` | `512` |" in doc
+
+
+def test_crop_min_scale_replaces_the_recipes_lower_bound(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import pytest
+
+    from conftest import tiny_config
+    from gsg.errors import ConfigError
+    from gsg.train.loop import Trainer
+
+    tr = Trainer(tiny_config(tmp_path / "a", data={"crop_min_scale": 0.5}))
+    assert tr.recipe.crop_scale == (0.5, 1.0)
+    assert Trainer(tiny_config(tmp_path / "b")).recipe.crop_scale[0] == 0.08  # the cifar recipe's (synthetic RGB)
+    for bad in (0.0, 1.5):
+        with pytest.raises(ConfigError, match="crop_min_scale"):
+            tiny_config(tmp_path / "c", data={"crop_min_scale": bad})

@@ -28,6 +28,7 @@ class DataConfig:
     subset: int | None = None  # train on a fixed random subset of N images
     image_size: int | None = None  # None: the dataset's own size (image folders: 224)
     recipe: str | None = None  # augmentation; None: grayscale / cifar / imagenet by channels and size
+    crop_min_scale: float | None = None  # RandomResizedCrop's smallest area fraction; None: the recipe's
     workers: int = 4  # decoding processes for image folders
     on_device: bool = True  # hold in-memory datasets on the training device (GPU-resident CIFAR)
     download: bool = True  # try torchvision's download when the files are not found locally
@@ -153,11 +154,12 @@ POSITIVE = {("optim", "epochs"), ("optim", "batch_size"), ("model", "proj_dim"),
             ("model", "width"), ("run", "checkpoint_every"), ("run", "knn_k"), ("run", "knn_t"),
             ("model", "directpred_freq"), ("run", "log_every"), ("optim", "lr"), ("optim", "base_lr"),
             ("model", "proj_layers"), ("model", "proj_hidden"), ("data", "image_size"), ("run", "limit_batches"),
+            ("data", "crop_min_scale"),
             ("optim", "adam_eps"), ("run", "probe_lr")}
 NON_NEGATIVE = {("optim", "momentum"), ("optim", "weight_decay"), ("optim", "warmup_epochs"), ("data", "workers"),
                 ("model", "directpred_eps")}
 UNIT_INTERVAL = {("ssl", "ema_momentum"), ("ssl", "moco_momentum"), ("model", "directpred_rho"),
-                 ("optim", "adam_beta1"), ("optim", "adam_beta2")}
+                 ("optim", "adam_beta1"), ("optim", "adam_beta2"), ("data", "crop_min_scale")}
 TIMM_PREFIX = "timm:"  # model.backbone = "timm:NAME" builds timm.create_model(NAME, num_classes=0, ...)
 CONTRASTIVE_METHODS: tuple[str, ...] = ("simclr", "moco")  # explicit negatives: no stop-gradient, no predictor
 # What simclr/moco fix: no stop-gradient policy and no predictor (see _contrastive_keys).

@@ -8,6 +8,7 @@ images within each process's batch). Checkpoints are written atomically every
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import time
@@ -164,6 +165,8 @@ class Trainer:
             self.train_ds = self.train_ds.to(self.device)  # type: ignore[attr-defined]
         self.recipe = make_recipe(pick_recipe(cfg, self.train_ds, self.image_size), size=self.image_size,
                                   mean=self.train_ds.mean, std=self.train_ds.std)
+        if d.crop_min_scale is not None:  # RandomResizedCrop's lower area bound, instead of the recipe's
+            self.recipe = dataclasses.replace(self.recipe, crop_scale=(d.crop_min_scale, self.recipe.crop_scale[1]))
         self.augment = BatchAugment(self.recipe)
         if cfg.optim.batch_size % self.dist.world_size:
             raise ConfigError(f"optim.batch_size {cfg.optim.batch_size} is the global batch and must divide evenly "
