@@ -490,3 +490,12 @@ def test_table4_has_simclr_and_moco_rows_and_compares_ranges() -> None:
     assert "| Explicit contrastive | SimCLR (Chen et al.) | paper: ImageNet linear | 62.8 |" in md
     assert "| Explicit contrastive | SimCLR (ours: batch b) |" in md and "| 65.0 | 62.0 | 58.0 |" in md
     assert "MoCo v2 (ours: queue b, batch 128)" in md
+
+
+def test_table4_columns_name_the_paper_batch_each_of_ours_stands_for() -> None:
+    for scale, head in (("cpu", "b=1024 (ours: b=512)"), ("full", "b=1024")):
+        exp = get_experiment("table4", scale)
+        res = {"experiment": "table4", "scale": scale, "dataset_name": "x", "knn_metric": "knn_k1", "variants": {},
+               "paper": exp.paper, "chance": 10.0}
+        header = results_table(res).splitlines()[0]
+        assert header.split(" | ")[3] == head, header

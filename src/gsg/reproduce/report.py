@@ -127,7 +127,7 @@ def _curve_table(res: dict[str, Any], paper: dict[str, str], paper_head: str) ->
 def _table4(res: dict[str, Any]) -> str:
     cpu = res["scale"] == "cpu"
     ours_b = TABLE4_BATCHES[res["scale"]]
-    paper_b = [TABLE4_PAPER_B[b] for b in ours_b]
+    paper_b = [TABLE4_PAPER_B[res["scale"]][b] for b in ours_b]
     headers = ["Methodology", "Algorithm", "numbers"] + [
         f"b={pb}" + (f" (ours: b={b})" if cpu else "") for pb, b in zip(paper_b, ours_b, strict=True)]
     rows = [["Explicit contrastive", name, "paper: ImageNet linear", *(fmt_paper(v[pb]) for pb in paper_b)]
