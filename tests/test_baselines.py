@@ -15,6 +15,10 @@ from gsg.errors import ConfigError
 from gsg.eval.baselines import Protocol, evaluate_baselines, format_rows, gains, random_backbone
 
 SPEC = {"arch": "resnet18", "width": 0.125, "in_channels": 3, "cifar_stem": True}
+TINY_PRETRAIN = ["pretrain", "--dataset", "synthetic", "--subset", "64", "--epochs", "1", "--batch-size", "16",
+                 "--device", "cpu", "--set", "data.image_size=16", "--set", "model.width=0.125", "--set",
+                 "model.proj_dim=32", "--set", "model.pred_hidden=16", "--set", "run.knn_every=0", "--set",
+                 "run.progress=false"]
 
 
 def _protocol(**kw) -> Protocol:  # type: ignore[no-untyped-def]
@@ -94,10 +98,7 @@ def test_bad_requests_are_clear_errors() -> None:
 def test_cli_prints_learned_beside_baselines(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                              one_thread: None) -> None:
     out = tmp_path / "run"
-    assert main(["pretrain", "--dataset", "synthetic", "--subset", "64", "--epochs", "1", "--batch-size", "16",
-                 "--out", str(out), "--device", "cpu", "--set", "data.image_size=16", "--set", "model.width=0.125",
-                 "--set", "model.proj_dim=32", "--set", "model.pred_hidden=16", "--set", "run.knn_every=0",
-                 "--set", "run.progress=false"]) == 0
+    assert main([*TINY_PRETRAIN, "--out", str(out)]) == 0
     capsys.readouterr()
     assert main(["baselines", str(out / "checkpoint.pt"), "--train-subset", "100", "--test-subset", "50",
                  "--k", "10", "--seeds", "2", "--no-linear", "--device", "cpu"]) == 0
@@ -112,10 +113,7 @@ def test_cli_prints_learned_beside_baselines(tmp_path: Path, capsys: pytest.Capt
 def test_pretrain_can_end_with_its_kNN_beside_the_baselines(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                             one_thread: None) -> None:
     out = tmp_path / "run"
-    assert main(["pretrain", "--dataset", "synthetic", "--subset", "64", "--epochs", "1", "--batch-size", "16",
-                 "--out", str(out), "--device", "cpu", "--set", "data.image_size=16", "--set", "model.width=0.125",
-                 "--set", "model.proj_dim=32", "--set", "model.pred_hidden=16", "--set", "run.knn_every=0",
-                 "--set", "run.progress=false", "--set", "run.final_baselines=true", "--set", "run.knn_k=20"]) == 0
+    assert main([*TINY_PRETRAIN, "--out", str(out), "--set", "run.final_baselines=true", "--set", "run.knn_k=20"]) == 0
     text = capsys.readouterr().out
     assert "beside the baselines of the same protocol" in text
     rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}

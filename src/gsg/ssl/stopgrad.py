@@ -92,11 +92,7 @@ def derangement(n: int, *, generator: torch.Generator | None = None, device: tor
     itself, and each image's partner is uniform over the other n-1 images. (The authors' code shuffles the
     batch, which pairs some images with themselves; the paper's method excludes that.)
     """
-    if n < 2:
-        raise ConfigError(
-            f"guided, random and reverse stop-gradient pair each image with another image of the same batch, "
-            f"so a batch needs at least 2 images (got {n}); increase --batch-size or drop the last partial batch"
-        )
+    _check_pairable(n)
     gen_device = generator.device if generator is not None else torch.device(device)
     s = torch.randperm(n, generator=generator, device=gen_device)
     partner = torch.empty_like(s)
@@ -112,14 +108,18 @@ def perfect_matching(n: int, *, generator: torch.Generator | None = None,
     and each pair is uniform over the others. With an odd ``n`` one image (the permutation's last) is in no
     pair; :func:`policy_loss` gives it the symmetric term of eq. 1.
     """
+    _check_pairable(n)
+    gen_device = generator.device if generator is not None else torch.device(device)
+    s = torch.randperm(n, generator=generator, device=gen_device)
+    return s[: 2 * (n // 2)].reshape(-1, 2).to(device)
+
+
+def _check_pairable(n: int) -> None:
     if n < 2:
         raise ConfigError(
             f"guided, random and reverse stop-gradient pair each image with another image of the same batch, "
             f"so a batch needs at least 2 images (got {n}); increase --batch-size or drop the last partial batch"
         )
-    gen_device = generator.device if generator is not None else torch.device(device)
-    s = torch.randperm(n, generator=generator, device=gen_device)
-    return s[: 2 * (n // 2)].reshape(-1, 2).to(device)
 
 
 def pair_distances(t1: Views, t2: Views) -> Tensor:
