@@ -72,6 +72,8 @@ def main() -> None:
     lines = ["# Progress of the cpu-scale reproductions", "",
              f"Written {datetime.now(UTC).isoformat(timespec='minutes')} by `python docs/experiments/progress.py "
              f"--runs {args.runs} --docs {args.docs} --table {args.table} {' '.join(args.experiments)}`.", "",
+             "The runs are started by `bash docs/experiments/reproduce_cpu2.sh` (resumable: rerun it to continue).",
+             "",
              f"{done_n} runs done, {len(todo)} to do or in progress. Finished runs' metrics and commands: "
              f"[`{args.docs}`]({Path('runs') / args.docs.name}/). kNN on the whole train and test splits (k=200, "
              "T=0.1, and k=1); linear probe on frozen features of the whole train split.", "",
