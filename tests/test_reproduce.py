@@ -347,7 +347,7 @@ def test_experiment_definitions_follow_the_paper() -> None:
         256, 256, 512, 512, 1024, 1024]
     cpu4 = plan_runs(get_experiment("table4", "cpu"), 1, Path("o"))
     assert {p.config.optim.batch_size: p.config.optim.lr for p in cpu4} == {512: None, 256: None, 128: None}
-    assert {p.config.optim.base_lr for p in cpu4} == {0.05}  # lr = 0.05 × b/256, the paper's ImageNet rule
+    assert {p.config.optim.base_lr for p in cpu4} == {0.1}  # lr = 0.1 × b/256: linear scaling, as the paper's rule
     dp = get_experiment("directpred", "cpu")
     assert sorted(r.name for r in dp.runs) == sorted(f"byol{g}_{p}" for g in ("", "_gsg")
                                                      for p in ("mlp", "linear", "directpred"))
