@@ -11,33 +11,16 @@ from typing import Any
 
 import pytest
 import torch
-from torch.overrides import TorchFunctionMode
 
 from gsg.checkpoint import load_checkpoint, save_atomic
 from gsg.data.datasets import TensorImageDataset, fixed_subset, held_out_split, load_dataset
+from gsg.doctor.probes import HostReads  # the smoke test's own host-read counter
 from gsg.models.directpred import DirectPredictor
 from gsg.train import distributed, precision, rng
 from gsg.train.distributed import DistInfo
 from gsg.train.loop import Trainer, compile_model, pretrain, resolve_device
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-HOST_READS = ("item", "tolist", "__bool__", "__int__", "__float__", "__index__", "nonzero")
-
-
-class HostReads(TorchFunctionMode):
-    """Counts the tensor → Python conversions, each of which waits for the GPU (a host sync) on CUDA."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: list[str] = []
-
-    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        name = getattr(func, "__name__", "")
-        if name in HOST_READS:
-            self.calls.append(name)
-        return func(*args, **(kwargs or {}))
-
 
 # ------------------------------------------------------------------------------------------- F4: amp=auto
 

@@ -13,16 +13,12 @@ import gsg.reproduce.runner as runner
 from gsg.reproduce import get_experiment, plan_runs, reproduce
 from gsg.reproduce.experiments import CPU_BASE, CPU_COST, Claim, estimate_seconds
 from gsg.reproduce.report import results_table
+from test_reproduce import TINY as REPRO_TINY
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-TINY: dict[str, dict[str, Any]] = {
-    "data": {"dataset": "synthetic", "image_size": 16, "subset": 64},
-    "model": {"width": 0.125, "proj_dim": 32, "pred_hidden": 16},
-    "optim": {"epochs": 2, "batch_size": 16},
-    "run": {"device": "cpu", "knn_every": 1, "knn_train_subset": 256, "knn_test_subset": 128,
-            "tensorboard": False, "checkpoint_every": 1},
-}
+# test_reproduce's tiny runs, without its evaluation section (this experiment has no probe or t-SNE)
+TINY: dict[str, dict[str, Any]] = {k: v for k, v in REPRO_TINY.items() if k != "reproduce"}
 
 
 @pytest.fixture(autouse=True)
