@@ -1,10 +1,13 @@
-"""Run a function in N spawned processes that form a gloo process group, with a hang timeout (test helper)."""
+"""Test helpers for multi-process runs: a function in N spawned processes that form a gloo process group (with a
+hang timeout), and `gsg pretrain` under a real 2-process torchrun."""
 
 from __future__ import annotations
 
 import os
 import pickle
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -51,3 +54,20 @@ def run_ranks(fn: Callable[..., Any], *args: Any, world: int = 2, timeout: float
                     p.kill()
                     p.join()
         return [pickle.loads(Path(out, f"{r}.pkl").read_bytes()) for r in range(world)]
+
+
+def torchrun_pretrain(
+    config_text: str, tmp_path: Path, nproc: int = 2
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """``gsg pretrain --config`` on ``config_text`` under ``torchrun --standalone --nproc_per_node nproc`` (one
+    thread a process); returns the finished process and the run directory. Fails the test on a non-zero exit."""
+    cfg = tmp_path / "ddp.toml"
+    cfg.write_text(config_text)
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+           "-m", "gsg", "pretrain", "--config", str(cfg), "--out", str(out)]
+    # A session of its own: torchrun's agent signals its process group on shutdown, which must not reach pytest.
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, start_new_session=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc, out

@@ -3,9 +3,6 @@ the concatenated batch (SimCLR: loss and DDP-averaged gradient; MoCo: loss and q
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +16,7 @@ from gsg.ssl.methods import moco_loss, simclr_loss
 from gsg.ssl.queue import KeyQueue
 from gsg.ssl.siamese import SiameseOutput
 from gsg.train.distributed import DistInfo
+from multiproc import torchrun_pretrain
 
 WORLD, LOCAL, DIM, K = 2, 4, 5, 16
 
@@ -124,14 +122,7 @@ tensorboard = false
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["simclr", "moco"])
 def test_two_process_torchrun_trains_simclr_and_moco(tmp_path: Path, method: str) -> None:
-    cfg = tmp_path / "ddp.toml"
-    cfg.write_text(CONFIG.format(method=method))
-    out = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "gsg", "pretrain", "--config", str(cfg), "--out", str(out)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, start_new_session=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, out = torchrun_pretrain(CONFIG.format(method=method), tmp_path)
     ckpt = load_checkpoint(out / "checkpoint.pt")
     # 32 images per process in batches of 8: 4 steps
     assert ckpt["train_state"]["step"] == 4 and ckpt["train_state"]["world_size"] == 2

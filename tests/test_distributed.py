@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +9,7 @@ import torch
 
 from gsg.checkpoint import load_checkpoint
 from gsg.train.logging import read_metrics
+from multiproc import torchrun_pretrain
 
 CONFIG = """
 [data]
@@ -40,15 +38,7 @@ tensorboard = false
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["simsiam", "byol"])
 def test_two_process_ddp_gloo(tmp_path: Path, method: str) -> None:
-    cfg = tmp_path / "ddp.toml"
-    cfg.write_text(CONFIG.format(method=method))
-    out = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "gsg", "pretrain", "--config", str(cfg), "--out", str(out)]
-    # A session of its own: torchrun's agent signals its process group on shutdown, which must not reach pytest.
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, start_new_session=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc, out = torchrun_pretrain(CONFIG.format(method=method), tmp_path)
     ckpt = load_checkpoint(out / "checkpoint.pt")
     # 64 images over 2 processes = 32 each; a global batch of 16 is 8 per process: 4 steps per epoch.
     assert ckpt["train_state"]["step"] == 8 and ckpt["train_state"]["world_size"] == 2
