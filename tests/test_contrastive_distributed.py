@@ -11,12 +11,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from gsg.checkpoint import load_checkpoint
 from gsg.ssl.methods import moco_loss, simclr_loss
 from gsg.ssl.queue import KeyQueue
 from gsg.ssl.siamese import SiameseOutput
 from gsg.train.distributed import DistInfo
-from multiproc import torchrun_pretrain
 
 WORLD, LOCAL, DIM, K = 2, 4, 5, 16
 
@@ -94,37 +92,3 @@ def test_moco_queues_are_identical_and_hold_both_processes_keys(ranks: list[dict
         mean = sum(r["moco"][i] for r in ranks) / WORLD  # type: ignore[index]
         assert mean == pytest.approx(single, abs=1e-6)
     torch.testing.assert_close(queue.keys, keys)
-
-
-CONFIG = """
-[data]
-dataset = "synthetic"
-image_size = 16
-subset = 64
-[model]
-width = 0.125
-proj_dim = 32
-[ssl]
-method = "{method}"
-queue_size = 48
-[optim]
-epochs = 1
-batch_size = 16
-lr = 0.05
-[run]
-device = "cpu"
-knn_every = 0
-progress = false
-tensorboard = false
-"""
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("method", ["simclr", "moco"])
-def test_two_process_torchrun_trains_simclr_and_moco(tmp_path: Path, method: str) -> None:
-    _, out = torchrun_pretrain(CONFIG.format(method=method), tmp_path)
-    ckpt = load_checkpoint(out / "checkpoint.pt")
-    # 32 images per process in batches of 8: 4 steps
-    assert ckpt["train_state"]["step"] == 4 and ckpt["train_state"]["world_size"] == 2
-    if method == "moco":
-        assert int(ckpt["model"]["queue.ptr"]) == (4 * 16) % 48  # the global batch of 16 keys a step

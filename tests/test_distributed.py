@@ -22,7 +22,7 @@ proj_dim = 32
 pred_hidden = 16
 [ssl]
 method = "{method}"
-stop_gradient = "guided"
+{ssl}
 [optim]
 epochs = 2
 batch_size = 16
@@ -36,9 +36,11 @@ tensorboard = false
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["simsiam", "byol"])
-def test_two_process_ddp_gloo(tmp_path: Path, method: str) -> None:
-    proc, out = torchrun_pretrain(CONFIG.format(method=method), tmp_path)
+@pytest.mark.parametrize(("method", "ssl"), [("simsiam", 'stop_gradient = "guided"'),
+                                             ("byol", 'stop_gradient = "guided"'), ("simclr", ""),
+                                             ("moco", "queue_size = 48")])
+def test_two_process_ddp_gloo(tmp_path: Path, method: str, ssl: str) -> None:
+    proc, out = torchrun_pretrain(CONFIG.format(method=method, ssl=ssl), tmp_path)
     ckpt = load_checkpoint(out / "checkpoint.pt")
     # 64 images over 2 processes = 32 each; a global batch of 16 is 8 per process: 4 steps per epoch.
     assert ckpt["train_state"]["step"] == 8 and ckpt["train_state"]["world_size"] == 2
@@ -48,3 +50,5 @@ def test_two_process_ddp_gloo(tmp_path: Path, method: str) -> None:
     assert any(k.endswith("running_mean") for k in ckpt["model"])
     assert not any(k.startswith("module.") for k in ckpt["model"])
     assert "checkpoint:" in proc.stdout
+    if method == "moco":  # MoCo enqueues the gathered keys: the global batch of 16 a step, 8 steps
+        assert int(ckpt["model"]["queue.ptr"]) == (8 * 16) % 48
