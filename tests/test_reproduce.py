@@ -71,6 +71,23 @@ def test_table1_end_to_end_skips_finished_runs_and_resumes_an_interrupted_one(
     assert [h["epoch"] for h in partial] == [1]
     assert json.loads((out / "results.json").read_text())["complete"] is False  # partial results are readable
 
+    # --report-only: a page from the 3 finished runs, training nothing, saying what is missing
+    def no_training(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("--report-only trained a run")
+
+    monkeypatch.setattr(runner, "pretrain", no_training)
+    early = reproduce("table1", scale="cpu", out=out, base_overrides=TINY, report_only=True)
+    assert early["complete"] is False and [m["key"] for m in early["missing"]] == ["byol_gsg-s0"]
+    assert [r["key"] for r in early["runs"]] == ["simsiam-s0", "simsiam_gsg-s0", "byol-s0"]
+    assert list(early["variants"]) == ["simsiam", "simsiam_gsg", "byol"]
+    verdicts = {c["claim"]: c["verdict"] for c in early["claims"]}
+    assert [v for c, v in verdicts.items() if "BYOL" in c] == ["n/a"] * 2  # BYOL w/ GSG has not run
+    early_md = (out / "results.md").read_text()
+    assert "**Incomplete: 3 of 4 runs finished.**" in early_md and "BYOL w/ GSG (seed 0)" in early_md
+    assert "### Baselines under the same protocol" in early_md
+    assert [h["epoch"] for h in _history(runs / "byol_gsg-s0")] == [1]  # the unfinished run was not touched
+    monkeypatch.setattr(runner, "pretrain", interrupted_last_run)
+
     trained: list[str] = []
 
     def only_unfinished(cfg: Any, *, resume: Any) -> dict[str, Any]:

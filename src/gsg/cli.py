@@ -206,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a --jobs helper: train, no report
     rp.add_argument("--device", default="auto")
     rp.add_argument("--dry-run", action="store_true", help="print the commands of every run without training")
+    rp.add_argument("--report-only", action="store_true",
+                    help="train nothing: write the report from the runs finished so far, marked incomplete")
     rp.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                     help="override a config key in every run (and reproduce.* evaluation options)")
 
@@ -463,7 +465,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     try:
         r = reproduce(args.experiment, scale=args.scale, seeds=args.seeds, out=args.out, device=args.device,
                       dry_run=args.dry_run, base_overrides=overrides or None, runs_dir=args.runs, jobs=args.jobs,
-                      worker=args.worker)
+                      worker=args.worker, report_only=args.report_only)
     except Interrupted as exc:
         print(f"gsg: {exc}; run the same gsg reproduce command again to continue", file=sys.stderr)
         return 130

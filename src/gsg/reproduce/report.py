@@ -264,6 +264,17 @@ def baselines_section(res: dict[str, Any]) -> list[str]:
             table(["variant", *(h for _, _, h in have)], gain_rows), ""]
 
 
+def incomplete_banner(res: dict[str, Any]) -> list[str]:
+    """For a report of the runs finished so far (``gsg reproduce --report-only``): how many, and which are missing."""
+    missing = res.get("missing") or []
+    if not missing:
+        return []
+    names = ", ".join(f"{m['label']} (seed {m['seed']})" for m in missing)
+    return [f"**Incomplete: {len(res['runs'])} of {len(res['runs']) + len(missing)} runs finished.** Every number "
+            "and verdict below uses only those; a claim whose variants have not run reads n/a. Still to run: "
+            f"{names}. Rerun the command above (without --report-only) to train them.", ""]
+
+
 def results_markdown(res: dict[str, Any], exp: Experiment) -> str:
     t = res["timing"]
     est = (f" (estimate on 2 CPU cores, {res.get('jobs', 1)} run(s) at a time: {minutes(t['estimated_s'])})"
@@ -280,6 +291,7 @@ def results_markdown(res: dict[str, Any], exp: Experiment) -> str:
         "",
         f"Command: `{res['command']}` (every run by hand: [commands.md](commands.md)).",
         "",
+        *incomplete_banner(res),
         *(f"- {n}" for n in res["notes"]),
         "",
         "## Results",

@@ -878,7 +878,7 @@ def reproduce(experiment: str, *, scale: str = "cpu", seeds: int | None = None,
               out: str | os.PathLike[str] | None = None, device: str = "auto", dry_run: bool = False,
               base_overrides: dict[str, Any] | None = None,
               runs_dir: str | os.PathLike[str] | None = None, jobs: int | None = None,
-              worker: bool = False) -> dict[str, Any]:
+              worker: bool = False, report_only: bool = False) -> dict[str, Any]:
     """Reproduce one table/figure of the paper at ``scale`` ("cpu" or "full"); returns the results dict.
 
     ``seeds``: runs per variant (default: the experiment's, 1 at cpu scale, 3 for Table 1 at full scale).
@@ -890,7 +890,9 @@ def reproduce(experiment: str, *, scale: str = "cpu", seeds: int | None = None,
     time, each in its own process with cores/jobs threads (default: 2 at cpu scale on a machine with 2 or
     more cores, where a small model uses a second thread poorly; 1 at full scale). ``worker``: only train and
     evaluate runs (what the helper processes of ``jobs`` do), write no report. ``dry_run``: plan and return
-    the commands, train nothing, write nothing.
+    the commands, train nothing, write nothing. ``report_only``: train nothing; write the report from the runs
+    finished so far (a long reproduction can be read while it runs), marked incomplete, with the runs still to
+    do listed; the baselines are measured (once per protocol) as for a full report.
     """
     exp = get_experiment(experiment, scale)
     n_seeds = _check_seeds(exp.default_seeds if seeds is None else seeds)
@@ -931,6 +933,14 @@ def reproduce(experiment: str, *, scale: str = "cpu", seeds: int | None = None,
 
     t0 = time.perf_counter()
     started = datetime.now(UTC).isoformat(timespec="seconds")
+    if report_only:
+        records = finished_records(exp, plans, linear=linear, tsne=tsne, out=out_path)
+        missing = [p for p in plans if p.key not in {r["key"] for r in records}]
+        log.info("%s: a report of %d finished runs of %d (train nothing)", exp.name, len(records), len(plans))
+        header["helpers"] = []
+        return _write_report(exp, header, records, plans, started, t0, out_path, n_seeds, base_overrides,
+                             runs_path, device, linear, missing=missing)
+
     def partial(done: list[dict[str, Any]]) -> None:
         # Partial results after every run: an interrupted reproduction still leaves a readable record.
         _write_json(out_path / "results.json", _results(exp, header, done, plans, started, t0, complete=False))
@@ -950,20 +960,53 @@ def reproduce(experiment: str, *, scale: str = "cpu", seeds: int | None = None,
         if h.wait() != 0:  # its runs were finished by this process (the lock of a dead helper is taken over)
             log.warning("helper process %d exited with %d; see %s", h.pid, h.returncode, logfile)
     header["helpers"] = [{"pid": h.pid, "returncode": h.returncode, "log": str(f)} for h, f in helpers]
+    return _write_report(exp, header, records, plans, started, t0, out_path, n_seeds, base_overrides, runs_path,
+                         device, linear, missing=[])
+
+
+def finished_records(exp: Experiment, plans: Sequence[PlannedRun], *, linear: LinearDef | None,
+                     tsne: TsneDef | None, out: Path) -> list[dict[str, Any]]:
+    """The done.json records of the plans whose runs have finished (in plan order), named as this experiment
+    names them, whatever experiment sharing the runs directory trained them. Evaluations this experiment asks for
+    and a record lacks are made now (as when ``run_all`` reuses a run), so none is left out of the report."""
+    records = []
+    for plan in plans:
+        done = plan.dir / DONE_NAME
+        rec = _read_done(done) if done.is_file() else None
+        if rec is None:
+            continue
+        diffs = _config_diffs(rec.get("config", {}), plan.config.to_dict())
+        if diffs:
+            raise ConfigError(f"{done} records a run made with a different config ({'; '.join(diffs)}); "
+                              f"use another --out, or delete {plan.dir} to train it again")
+        if rec.get("status") == "ok" and _run_evals(exp, plan, rec, linear, tsne, out):
+            _write_json(done, rec)
+        rec.update(name=plan.run.name, label=plan.run.label, group=plan.run.group, how="reused")
+        records.append(rec)
+    return records
+
+
+def _write_report(exp: Experiment, header: dict[str, Any], records: list[dict[str, Any]],
+                  plans: list[PlannedRun], started: str, t0: float, out_path: Path, n_seeds: int,
+                  base_overrides: dict[str, Any] | None, runs_path: Path | None, device: str,
+                  linear: LinearDef | None, *, missing: Sequence[PlannedRun]) -> dict[str, Any]:
+    """Baselines, aggregation, claims, plots and the three files of a report; ``missing``: runs not finished
+    (a report-only call), listed on the page, which then says it is incomplete."""
     try:
         header["baselines"] = experiment_baselines(plans, linear, runs_root(out_path, runs_path), device,
                                                    exp.knn_temperature)
     except GsgError as exc:  # e.g. an unlabelled dataset: say so in the report rather than fail the reproduction
         log.warning("baselines not measured: %s", exc)
         header["baselines"] = {"error": str(exc)}
-    res = _results(exp, header, records, plans, started, t0, complete=True)
-    res["plots"] = report.write_plots(res, exp, out_path)
-    res["launch"] = _launch(experiment, scale, out_path, n_seeds, base_overrides, runs_path)
+    res = _results(exp, header, records, plans, started, t0, complete=not missing)
+    res["missing"] = [{"key": p.key, "label": p.run.label, "seed": p.seed} for p in missing]
+    res["plots"] = report.write_plots(res, exp, out_path) if records else []
+    res["launch"] = _launch(exp.name, exp.scale, out_path, n_seeds, base_overrides, runs_path)
     res["timing"]["wall_s"] = time.perf_counter() - t0
     _write_json(out_path / "results.json", res)
     _write_text(out_path / "results.md", report.results_markdown(res, exp))
     _write_text(out_path / "commands.md", report.commands_markdown(res))
-    log.info("%s (%s scale): %s, %s; %.1f min", exp.title, scale, out_path / "results.md",
+    log.info("%s (%s scale): %s, %s; %.1f min", exp.title, exp.scale, out_path / "results.md",
              out_path / "results.json", res["timing"]["wall_s"] / 60)
     return res
 
@@ -1030,6 +1073,7 @@ __all__ = [
     "default_out",
     "experiment_estimate",
     "final_knn",
+    "finished_records",
     "full_scale_launch",
     "mean_std",
     "plan_runs",
