@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,3 +42,16 @@ def make_config(tmp_path: Path):  # type: ignore[no-untyped-def]
         return tiny_config(tmp_path / "run", **sections)
 
     return make
+
+
+def nan_loss_at(trainer: Any, bad: Callable[[int], bool]) -> None:
+    """Make ``trainer``'s loss NaN at the steps ``n`` (counted from 1) for which ``bad(n)`` holds."""
+    original = trainer.views_and_loss
+    count = {"n": 0}
+
+    def poisoned(images: torch.Tensor) -> Any:
+        count["n"] += 1
+        loss, stats = original(images)
+        return (loss * float("nan") if bad(count["n"]) else loss), stats
+
+    trainer.views_and_loss = poisoned

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import torch
 
+from conftest import nan_loss_at
 from gsg import checkpoint as ck
 from gsg.checkpoint import PAUSE_ENV, check_resumable, load_checkpoint, save_atomic
 from gsg.cli import main
@@ -502,15 +503,7 @@ def test_message_after_exhausted_rollbacks_says_so(tmp_path: Path, capsys: pytes
 
     cfg = tiny_config(tmp_path / "run", optim={"epochs": 3}, run={"on_nonfinite": "rollback"})
     trainer = Trainer(cfg)
-    original = trainer.views_and_loss
-    count = {"n": 0}
-
-    def nan_from_step_6(images):  # type: ignore[no-untyped-def]
-        count["n"] += 1
-        loss, stats = original(images)
-        return (loss * float("nan") if count["n"] >= 6 else loss), stats
-
-    trainer.views_and_loss = nan_from_step_6  # type: ignore[method-assign]
+    nan_loss_at(trainer, lambda n: n >= 6)
     with pytest.raises(TrainingDiverged) as e:
         trainer.fit()
     assert "after 3 rollbacks" in str(e.value) and "set run.on_nonfinite = 'rollback'" not in str(e.value)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import nan_loss_at
 from gsg.checkpoint import load_checkpoint
 from gsg.errors import CheckpointError, TrainingDiverged
 from gsg.train import loop as loop_mod
@@ -155,15 +156,7 @@ def test_mid_epoch_signal_checkpoint_resumes_exactly(tmp_path: Path) -> None:
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(make_config, monkeypatch) -> None:
     cfg = make_config(optim={"epochs": 3, "batch_size": 16, "lr": 0.05})
     trainer = Trainer(cfg)
-    original = trainer.views_and_loss
-    count = {"n": 0}
-
-    def nan_from_step_6(images):  # type: ignore[no-untyped-def]
-        count["n"] += 1
-        loss, stats = original(images)
-        return (loss * float("nan") if count["n"] >= 6 else loss), stats
-
-    trainer.views_and_loss = nan_from_step_6  # type: ignore[method-assign]
+    nan_loss_at(trainer, lambda n: n >= 6)
     with pytest.raises(TrainingDiverged, match=r"step 6 .*checkpoint.*epoch 1\) is kept"):
         trainer.fit()
     ckpt = load_checkpoint(Path(cfg.run.out) / "checkpoint.pt")
@@ -174,15 +167,7 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(make_config, monkeypatc
 def test_non_finite_rollback_lowers_lr_and_finishes(make_config) -> None:
     cfg = make_config(optim={"epochs": 2, "batch_size": 16, "lr": 0.05}, run={"on_nonfinite": "rollback"})
     trainer = Trainer(cfg)
-    original = trainer.views_and_loss
-    count = {"n": 0}
-
-    def one_nan(images):  # type: ignore[no-untyped-def]
-        count["n"] += 1
-        loss, stats = original(images)
-        return (loss * float("nan") if count["n"] == 6 else loss), stats
-
-    trainer.views_and_loss = one_nan  # type: ignore[method-assign]
+    nan_loss_at(trainer, lambda n: n == 6)
     result = trainer.fit()
     assert result["epochs"] == 2 and trainer.state.lr_scale == 0.5
 
