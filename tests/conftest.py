@@ -55,3 +55,20 @@ def nan_loss_at(trainer: Any, bad: Callable[[int], bool]) -> None:
         return (loss * float("nan") if bad(count["n"]) else loss), stats
 
     trainer.views_and_loss = poisoned
+
+
+def random_backbone_checkpoint(path: Path, *, width: float = 0.125, image_size: int = 32) -> Path:
+    """A gsg checkpoint of a randomly initialised 3-channel CIFAR-stem ResNet-18 (seed 0) on synthetic data's
+    normalisation, for evaluation tests that need no training."""
+    from gsg.checkpoint import save_atomic
+    from gsg.models.backbones import Backbone
+
+    torch.manual_seed(0)
+    net = Backbone("resnet18", width=width, in_channels=3, cifar_stem=True)
+    ckpt = {"gsg_checkpoint": 1, "config": {},
+            "backbone": {"arch": "resnet18", "width": width, "in_channels": 3, "cifar_stem": True,
+                         "image_size": image_size},
+            "data": {"dataset": "synthetic", "mean": [0.5] * 3, "std": [0.25] * 3, "image_size": image_size,
+                     "channels": 3},
+            "model": {"backbone." + k: v for k, v in net.state_dict().items()}}
+    return save_atomic(ckpt, path)

@@ -9,13 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from gsg.checkpoint import save_atomic
+from conftest import random_backbone_checkpoint
 from gsg.data.datasets import TensorImageDataset
 from gsg.errors import ConfigError, DataError
 from gsg.eval.lars import LARS
 from gsg.eval.linear import cosine_lr, linear_evaluate, linear_probe, make_classifier, resolve_protocol
 from gsg.eval.results import read_result
-from gsg.models.backbones import Backbone
 from gsg.models.embed import embed, match_channels, stats_for_channels
 
 PALETTE = torch.tensor([[220, 40, 40], [40, 220, 40], [40, 40, 220], [40, 40, 40]], dtype=torch.float32)
@@ -169,15 +168,7 @@ def test_embed_rejects_mismatched_stats() -> None:
 
 
 def test_linear_evaluate_writes_result_and_classifier(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    net = Backbone("resnet18", width=0.125, in_channels=3, cifar_stem=True)
-    ckpt = {"gsg_checkpoint": 1, "config": {},
-            "backbone": {"arch": "resnet18", "width": 0.125, "in_channels": 3, "cifar_stem": True,
-                         "image_size": 32},
-            "data": {"dataset": "synthetic", "mean": [0.5] * 3, "std": [0.25] * 3, "image_size": 32,
-                     "channels": 3},
-            "model": {"backbone." + k: v for k, v in net.state_dict().items()}}
-    path = save_atomic(ckpt, tmp_path / "ckpt.pt")
+    path = random_backbone_checkpoint(tmp_path / "ckpt.pt")
     res = linear_evaluate(path, epochs=5, lr=0.1, batch_size=32, mode="features", device="cpu",
                           command="gsg linear ckpt.pt")
     assert "state_dict" not in res and res["dataset"] == "synthetic"
@@ -187,4 +178,4 @@ def test_linear_evaluate_writes_result_and_classifier(tmp_path: Path) -> None:
     assert Path(res["result_file"]).name == "ckpt.linear.synthetic.json"
     assert rec["value"] == res["top1"] and rec["extra"]["protocol"] == "cifar"
     state = torch.load(res["classifier_file"], weights_only=True)
-    assert state["weight"].shape == (10, net.out_dim)
+    assert state["weight"].shape == (10, 64)  # ResNet-18 at width 0.125: 512 × 0.125 features

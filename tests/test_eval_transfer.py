@@ -10,7 +10,8 @@ import torch
 import torchvision
 from PIL import Image
 
-from gsg.checkpoint import file_sha256, save_atomic
+from conftest import random_backbone_checkpoint
+from gsg.checkpoint import file_sha256
 from gsg.errors import ConfigError, DataError
 from gsg.eval import transfer as tr
 from gsg.eval.results import read_result
@@ -26,7 +27,6 @@ from gsg.eval.transfer import (
     transfer,
     transfer_evaluate,
 )
-from gsg.models.backbones import Backbone
 
 
 def test_metric_per_dataset_matches_the_paper() -> None:
@@ -134,15 +134,7 @@ def test_missing_torchvision_dataset_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_transfer_end_to_end_with_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    torch.manual_seed(0)
-    net = Backbone("resnet18", width=0.125, in_channels=3, cifar_stem=True)
-    ckpt = {"gsg_checkpoint": 1, "config": {},
-            "backbone": {"arch": "resnet18", "width": 0.125, "in_channels": 3, "cifar_stem": True,
-                         "image_size": 32},
-            "data": {"dataset": "synthetic", "mean": [0.5] * 3, "std": [0.25] * 3, "image_size": 32,
-                     "channels": 3},
-            "model": {"backbone." + k: v for k, v in net.state_dict().items()}}
-    path = save_atomic(ckpt, tmp_path / "ckpt.pt")
+    path = random_backbone_checkpoint(tmp_path / "ckpt.pt")
     values = [1e-2, 1e2]
     res = transfer(path, "synthetic", image_size=32, values=values, batch_size=256, max_iter=30)
     assert res["metric"] == "top1" and res["dataset"] == "synthetic"
@@ -154,7 +146,7 @@ def test_transfer_end_to_end_with_cache(tmp_path: Path, monkeypatch: pytest.Monk
     sha = file_sha256(path)[:16]
     assert cached == [f"{sha}-synthetic-test-32px.pt", f"{sha}-synthetic-train-32px.pt"]
     obj = torch.load(tmp_path / "features" / cached[0], weights_only=True)
-    assert obj["features"].shape == (256, net.out_dim)
+    assert obj["features"].shape == (256, 64)  # ResNet-18 at width 0.125: 512 × 0.125 features
 
     def no_embedding(*args: object, **kwargs: object) -> None:
         raise AssertionError("features should come from the cache")
