@@ -311,7 +311,7 @@ def results_markdown(res: dict[str, Any], exp: Experiment) -> str:
     if res.get("plots"):
         lines += ["## Plots", "", *(f"![{Path(p).stem}]({Path(p).name})" for p in res["plots"]), ""]
     lines += ["## Runs and runtime", "",
-              table(["run", "seed", "status", "this call", "epochs", f"final kNN ({_knn_label(res)})",
+              table(["run", "seed", "status", "this call", "epochs", f"monitor kNN at the end ({_knn_label(res)})",
                      "pretraining", "evaluations"],
                     [[r["label"] or r["name"], str(r["seed"]), r["status"], r.get("how") or DASH,
                       str(r["final"].get("epochs", DASH)), fmt(r["final"].get(res["knn_metric"])),

@@ -805,11 +805,15 @@ def setting_notes(exp: Experiment, cfg: Config, linear: LinearDef | None, tsne: 
     """The experiment's notes plus the ones that depend on the resolved kNN and linear-probe settings."""
     notes = [n.replace("{dataset}", dataset) for n in exp.notes]
     r = cfg.run
+    if "knn" in exp.evals:
+        notes.append(f"kNN in the tables: `gsg knn` on the final checkpoint with the whole train split as bank and "
+                     f"the whole test split (cosine similarity on L2-normalised backbone features; weighted vote "
+                     f"k={KNN_K} T={exp.knn_temperature:g}, and k=1; the paper reports k=1 on CIFAR-10, k=200 on "
+                     "ImageNet).")
     if r.knn_every:
-        notes.append(f"kNN: the online monitor at the last epoch (cosine similarity on L2-normalised backbone "
-                     f"features; weighted vote k={r.knn_k} T={r.knn_t:g}, and k=1; the paper reports k=1 on "
-                     f"CIFAR-10, k=200 on ImageNet), bank: {r.knn_train_subset or 'all'} clean training images, "
-                     f"test: {r.knn_test_subset or 'all'} images; measured every {r.knn_every} epoch(s).")
+        notes.append(f"kNN curves (and the runs table's monitor column): the online monitor, bank "
+                     f"{r.knn_train_subset or 'all'} clean training images, test {r.knn_test_subset or 'all'} "
+                     f"images, every {r.knn_every} epoch(s); smaller than the tables' protocol, so lower.")
     if "linear" in exp.evals and linear is not None:
         size = cfg.data.image_size or 32
         proto = ("SGD, lr 30, batch 256, cosine (the paper's CIFAR protocol)" if size <= 64 else
