@@ -591,6 +591,14 @@ def run_all(exp: Experiment, plans: Sequence[PlannedRun], *, linear: LinearDef |
     return [records[i] for i in range(len(plans))]
 
 
+def _check_same_config(done: Path, rec: dict[str, Any], plan: PlannedRun) -> None:
+    """A finished run is reused only if it was made with exactly this plan's config."""
+    diffs = _config_diffs(rec.get("config", {}), plan.config.to_dict())
+    if diffs:
+        raise ConfigError(f"{done} records a run made with a different config ({'; '.join(diffs)}); "
+                          f"use another --out, or delete {plan.dir} to train it again")
+
+
 def _run_one_locked(exp: Experiment, plan: PlannedRun, *, linear: LinearDef | None, tsne: TsneDef | None,
                     out: Path) -> dict[str, Any]:
     """Pretrain (or reuse, or resume) one run and evaluate it, under its lock; returns its done.json record."""
@@ -599,10 +607,7 @@ def _run_one_locked(exp: Experiment, plan: PlannedRun, *, linear: LinearDef | No
     rec = _read_done(done) if done.is_file() else None
     t_start = time.perf_counter()
     if rec is not None:
-        diffs = _config_diffs(rec.get("config", {}), now_cfg)
-        if diffs:
-            raise ConfigError(f"{done} records a run made with a different config ({'; '.join(diffs)}); "
-                              f"use another --out, or delete {plan.dir} to train it again")
+        _check_same_config(done, rec, plan)
         log.info("%s: finished earlier, reusing %s", plan.key, done)
         if rec.get("status") == "ok" and _run_evals(exp, plan, rec, linear, tsne, out):
             _write_json(done, rec)
@@ -979,10 +984,7 @@ def finished_records(exp: Experiment, plans: Sequence[PlannedRun], *, linear: Li
         rec = _read_done(done) if done.is_file() else None
         if rec is None:
             continue
-        diffs = _config_diffs(rec.get("config", {}), plan.config.to_dict())
-        if diffs:
-            raise ConfigError(f"{done} records a run made with a different config ({'; '.join(diffs)}); "
-                              f"use another --out, or delete {plan.dir} to train it again")
+        _check_same_config(done, rec, plan)
         if rec.get("status") == "ok" and _run_evals(exp, plan, rec, linear, tsne, out):
             _write_json(done, rec)
         rec.update(name=plan.run.name, label=plan.run.label, group=plan.run.group, how="reused")
