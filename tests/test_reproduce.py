@@ -409,13 +409,21 @@ def test_four_crop_control_names_its_variants_and_shares_runs_with_table1(tmp_pa
     for p in plans:
         seeds[p.run.name] = seeds.get(p.run.name, 0) + 1
     assert seeds == {**{f"simsiam_{v}": 3 for v in ("sym2", "sym4", "gsg4", "gsg2", "sym2x2")},
-                     "simsiam_random4": 1, **{f"byol_{v}": 1 for v in ("sym2", "sym4", "gsg4", "gsg2")}}
+                     **{f"simsiam_{v}": 1 for v in ("random4", "gsg2cycle", "gsg2x2")},
+                     **{f"byol_{v}": 1 for v in ("sym2", "sym4", "gsg4", "gsg2")}}
     assert [p.seed for p in plans] == sorted(p.seed for p in plans)  # seed 0 of every variant first
-    assert plans[0].key == "simsiam-s0" and plans[5].key == "simsiam_random-s0" and plans[6].key == "byol-s0"
+    assert plans[0].key == "simsiam-s0" and plans[5].key == "simsiam_random-s0" and plans[8].key == "byol-s0"
     by = {p.key: p.config for p in plans}
     base_epochs = by["simsiam_sym4-s0"].optim.epochs
     assert by["simsiam_sym2x2-s0"].optim.epochs == 2 * base_epochs
     assert by["simsiam_gsg2-s1"].ssl.views == "reuse" and by["simsiam_gsg2-s1"].ssl.pairing == "matching"
+    # the default pairing's runs: the cycle at equal epochs, matched pairs at a 4-crop run's encoder passes
+    cycle, gsg2x2 = by["simsiam_gsg2cycle-s0"], by["simsiam_gsg2x2-s0"]
+    assert (cycle.ssl.stop_gradient, cycle.ssl.views, cycle.ssl.pairing) == ("guided", "reuse", "cycle")
+    assert cycle.optim.epochs == base_epochs and gsg2x2.optim.epochs == 2 * base_epochs
+    assert (gsg2x2.ssl.views, gsg2x2.ssl.pairing) == ("reuse", "matching")
+    same = {k: v for k, v in gsg2x2.to_dict().items() if k not in ("optim", "run")}
+    assert same == {k: v for k, v in by["simsiam_gsg2-s0"].to_dict().items() if k not in ("optim", "run")}
     assert by["simsiam_sym4-s2"].ssl.views == "fresh" and by["simsiam_sym4-s2"].ssl.stop_gradient == "symmetric"
     labels = {p.run.label for p in plans if p.run.name == "simsiam_gsg4"}
     assert labels == {"SimSiam, GSG, 4 crops (the authors' scheme)"}
