@@ -546,7 +546,9 @@ def _crops(scale: str) -> Experiment:
     note = ("SimSiam's five main variants run 3 seeds (paired differences with 95% intervals); random sg, the cycle "
             "pairing, GSG at 2× epochs and the BYOL rows 1 seed. A 2-crop run at 2× epochs has the encoder passes of "
             "a 4-crop run. The cycle pairing (each image in two pairs that share its two crops) and GSG on 2 matched "
-            "crops at 2× epochs decide the default pairing: per epoch and per encoder pass.")
+            "crops at 2× epochs decide the default pairing: per epoch and per encoder pass. With a constant lr a "
+            "2× epochs run continues the final checkpoint of its 1× run when that has finished (its first half is "
+            "that run, step for step: `gsg.reproduce.prefix`), so its pretraining time is the second half's.")
     if scale == "cpu":
         return Experiment(**common, preset=None, base=CPU_BASE, dataset_label=CPU_DATASET, linear=CPU_LINEAR,
                           notes=(*CPU_NOTES, note))

@@ -341,8 +341,14 @@ def commands_markdown(res: dict[str, Any]) -> str:
         timing = (f"pretraining {minutes(r.get('pretrain_s'))}, evaluations {minutes(r.get('evals_s'))}"
                   if r.get("pretrain_s") is not None else
                   f"estimated {minutes(r['estimated_s'])} on one core" if r.get("estimated_s") else "")
-        lines += [f"## {r['key']}: {r.get('label') or ''}" + (f" ({timing})" if timing else ""), "", "```bash",
-                  r["command"], *r.get("eval_commands", []), "```", ""]
+        lines += [f"## {r['key']}: {r.get('label') or ''}" + (f" ({timing})" if timing else ""), ""]
+        cont = r.get("continues")
+        if cont:  # gsg.reproduce.prefix: the shorter run's final checkpoint is this run's first epochs
+            lines += [f"Continues `{cont['source']}` after its epoch {cont['epoch']} ({cont['why']}): its final "
+                      "checkpoint is copied in and only the later epochs are trained. Without that run, the command "
+                      "alone trains every epoch.", ""]
+        lines += ["```bash", *(cont["by_hand"][:-1] if cont else []), r["command"], *r.get("eval_commands", []),
+                  "```", ""]
     if res.get("launch"):
         lines += ["## Several GPUs (torchrun)", "",
                   "One command per run, 8 GPUs per node as the paper (the batch size is global: each process takes "

@@ -42,7 +42,7 @@ from gsg.errors import CheckpointError, ConfigError, GsgError, TrainingDiverged
 from gsg.eval.baselines import Protocol, evaluate_baselines
 from gsg.eval.knn import knn_evaluate, tsne_evaluate
 from gsg.eval.linear import MODES, linear_evaluate
-from gsg.reproduce import report
+from gsg.reproduce import prefix, report
 from gsg.reproduce.experiments import (
     CPU_TRAIN_IMAGES,
     Claim,
@@ -557,14 +557,20 @@ def _try_lock(run_dir: Path, key: str) -> Path | None:
 def run_all(exp: Experiment, plans: Sequence[PlannedRun], *, linear: LinearDef | None, tsne: TsneDef | None,
             out: Path, on_record: Any = None) -> list[dict[str, Any]]:
     """Every plan's record, in plan order. A run that another process is training is put off, not waited
-    for: two reproductions on one runs directory share the work instead of one trailing the other."""
+    for: two reproductions on one runs directory share the work instead of one trailing the other. A run that
+    continues a shorter one (:mod:`gsg.reproduce.prefix`) is put off until that one has finished."""
     records: dict[int, dict[str, Any]] = {}
     pending = list(range(len(plans)))
-    estimates = {p.key: _estimate(exp, p) for p in plans}
+    sources = prefix.prefix_sources(plans)
+    index = {p.key: i for i, p in enumerate(plans)}
+    estimates = {p.key: _estimate(exp, p, sources.get(p.key)) for p in plans}
     waiting = False
     while pending:
         for i in pending:
             plan = plans[i]
+            source = sources.get(plan.key)
+            if source is not None and index[source.key] in pending and not (plan.dir / CHECKPOINT_NAME).exists():
+                continue  # its first epochs are being (or will be) trained as the shorter run
             lock = _try_lock(plan.dir, plan.key)
             if lock is None:
                 continue
@@ -572,7 +578,7 @@ def run_all(exp: Experiment, plans: Sequence[PlannedRun], *, linear: LinearDef |
             log.info("run %d/%d: %s%s", i + 1, len(plans), plan.key, f" (about {est / 60:.0f} min on one core)"
                      if est is not None and exp.scale == "cpu" else "")
             try:
-                rec = _run_one_locked(exp, plan, linear=linear, tsne=tsne, out=out)
+                rec = _run_one_locked(exp, plan, linear=linear, tsne=tsne, out=out, source=source)
             finally:
                 lock.unlink(missing_ok=True)
             # this experiment's names, also for a run another experiment sharing the runs directory trained
@@ -583,7 +589,7 @@ def run_all(exp: Experiment, plans: Sequence[PlannedRun], *, linear: LinearDef |
             if on_record is not None:
                 on_record([records[j] for j in sorted(records)])
             break
-        else:  # every run left is being trained by another process
+        else:  # every run left is being trained by another process, or waits for one that is
             if not waiting:
                 log.info("waiting for other processes training %s", ", ".join(plans[i].key for i in pending))
                 waiting = True
@@ -600,8 +606,9 @@ def _check_same_config(done: Path, rec: dict[str, Any], plan: PlannedRun) -> Non
 
 
 def _run_one_locked(exp: Experiment, plan: PlannedRun, *, linear: LinearDef | None, tsne: TsneDef | None,
-                    out: Path) -> dict[str, Any]:
-    """Pretrain (or reuse, or resume) one run and evaluate it, under its lock; returns its done.json record."""
+                    out: Path, source: PlannedRun | None = None) -> dict[str, Any]:
+    """Pretrain (or reuse, or resume, or continue ``source``) one run and evaluate it, under its lock; returns its
+    done.json record."""
     done = plan.dir / DONE_NAME
     now_cfg = plan.config.to_dict()
     rec = _read_done(done) if done.is_file() else None
@@ -616,6 +623,11 @@ def _run_one_locked(exp: Experiment, plan: PlannedRun, *, linear: LinearDef | No
         return rec
 
     ckpt = plan.dir / CHECKPOINT_NAME
+    continued = prefix.continue_from(plan, source) if source is not None else None
+    if continued is not None:
+        log.info("%s: continues %s from its epoch %d (%s)", plan.key, source.key if source else "",
+                 continued["epoch"], continued["why"])
+    continued = continued or prefix.read_record(plan.dir)
     resumed_from = _saved_epoch(ckpt)
     plan.dir.mkdir(parents=True, exist_ok=True)
     _write_text(plan.dir / "command.txt", plan.command + "\n")
@@ -625,6 +637,8 @@ def _run_one_locked(exp: Experiment, plan: PlannedRun, *, linear: LinearDef | No
     rec = {"format": RESULT_FORMAT, "key": plan.key, "name": plan.run.name, "label": plan.run.label,
            "group": plan.run.group, "seed": plan.seed, "pid": os.getpid(), "config": now_cfg, "command": plan.command,
            "eval_commands": plan.eval_commands, "checkpoint": str(ckpt), "status": "ok"}
+    if continued is not None:
+        rec["continued_from"] = continued
     t0 = time.perf_counter()
     try:
         res = pretrain(plan.config, resume="auto")
@@ -643,7 +657,9 @@ def _run_one_locked(exp: Experiment, plan: PlannedRun, *, linear: LinearDef | No
         _run_evals(exp, plan, rec, linear, tsne, out)
     rec["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     _write_json(done, rec)
-    rec["how"] = f"resumed from epoch {resumed_from}" if resumed_from else "trained"
+    rec["how"] = (f"continued {continued['source']} from epoch {continued['epoch']}" if continued is not None
+                  and resumed_from == continued["epoch"] else
+                  f"resumed from epoch {resumed_from}" if resumed_from else "trained")
     rec["wall_s_this_call"] = time.perf_counter() - t_start
     return rec
 
@@ -919,7 +935,8 @@ def reproduce(experiment: str, *, scale: str = "cpu", seeds: int | None = None,
         run_all(exp, plans, linear=linear, tsne=tsne, out=out_path)
         return {"worker": True, "experiment": exp.name, "runs": [p.key for p in plans]}
     command = reproduce_command(experiment, scale, n_seeds, out_path, device, base_overrides, runs_path, n_jobs)
-    estimates = {p.key: _estimate(exp, p) for p in plans}
+    sources = prefix.prefix_sources(plans)
+    estimates = {p.key: _estimate(exp, p, sources.get(p.key)) for p in plans}
     estimated = experiment_estimate(list(estimates.values()), n_jobs) if exp.scale == "cpu" else None
     name = dataset_name(plans[0].config, exp)
     header = {"format": RESULT_FORMAT, "experiment": exp.name, "scale": exp.scale, "title": exp.title,
@@ -933,6 +950,9 @@ def reproduce(experiment: str, *, scale: str = "cpu", seeds: int | None = None,
     if dry_run:
         runs = [{"key": p.key, "label": p.run.label, "dir": str(p.dir), "command": p.command,
                  "eval_commands": p.eval_commands, "estimated_s": estimates[p.key],
+                 "continues": prefix.read_record(p.dir) or (
+                     prefix.planned_record(p, sources[p.key])
+                     if p.key in sources and not (p.dir / CHECKPOINT_NAME).exists() else None),
                  "status": "done" if (p.dir / DONE_NAME).is_file() else
                  "partial" if (p.dir / CHECKPOINT_NAME).is_file() else "todo"} for p in plans]
         res = {**header, "dry_run": True, "runs": runs, "launch": _launch(experiment, scale, out_path, n_seeds,
@@ -1032,12 +1052,14 @@ def _launch(experiment: str, scale: str, out: Path, seeds: int, base_overrides: 
         return []
 
 
-def _estimate(exp: Experiment, plan: PlannedRun) -> float | None:
+def _estimate(exp: Experiment, plan: PlannedRun, source: PlannedRun | None = None) -> float | None:
+    """Single-core seconds of ``plan``; a run that continues ``source`` trains only the epochs after it."""
     c = plan.config
     if exp.scale != "cpu":
         return None
     images = c.data.subset or CPU_TRAIN_IMAGES
-    return estimate_seconds(c.optim.epochs, images, c.optim.batch_size, knn_every=c.run.knn_every,
+    epochs = c.optim.epochs - (source.config.optim.epochs if source is not None else 0)
+    return estimate_seconds(epochs, images, c.optim.batch_size, knn_every=c.run.knn_every,
                             checkpoint_every=c.run.checkpoint_every, evals=exp.evals,
                             crops=4 if c.ssl.views == "fresh" else 2)
 
@@ -1047,7 +1069,8 @@ def _run_summary(rec: dict[str, Any], plan: PlannedRun) -> dict[str, Any]:
     evals_s = sum(times.get("evals_s", {}).values())
     return {"key": rec["key"], "name": rec["name"], "label": rec.get("label"), "group": rec.get("group"),
             "seed": rec["seed"], "status": rec.get("status", "ok"), "error": rec.get("error"),
-            "how": rec.get("how"), "dir": str(plan.dir), "final": rec.get("final", {}),
+            "how": rec.get("how"), "continues": rec.get("continued_from"), "dir": str(plan.dir),
+            "final": rec.get("final", {}),
             "evals": rec.get("evals", {}), "pretrain_s": times.get("pretrain_s"), "evals_s": evals_s,
             "resumed_from_epoch": times.get("resumed_from_epoch", 0),
             "run_s": (times.get("pretrain_s") or 0.0) + evals_s, "wall_s_this_call": rec.get("wall_s_this_call"),
