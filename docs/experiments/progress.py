@@ -53,12 +53,14 @@ def main() -> None:
                 knn = ev.get("knn", {})
                 dest = args.docs / plan.key
                 dest.mkdir(parents=True, exist_ok=True)
-                for f in ("metrics.jsonl", "command.txt"):
+                for f in ("metrics.jsonl", "command.txt", "continued_from.json"):
                     if (plan.dir / f).is_file():
                         shutil.copy2(plan.dir / f, dest / f)
                 (dest / "evals.json").write_text(json.dumps({"evals": ev, "times": rec.get("times", {})},
                                                             indent=1) + "\n")
-                status = f"done ({want} epochs)"
+                cont = rec.get("continued_from")
+                status = f"done ({want} epochs" + (f", continued {cont['source']} after its {cont['epoch']})"
+                                                   if cont else ")")
                 k200 = f"{knn['knn_k200']:.2f}" if "knn_k200" in knn else "–"
                 k1 = f"{knn['knn_k1']:.2f}" if "knn_k1" in knn else "–"
                 lin = ev.get("linear", {}).get("top1")
@@ -76,7 +78,8 @@ def main() -> None:
              "two one-thread runs at a time, the faster layout on 2 cores). A page from the runs finished so far: "
              "`gsg reproduce EXPERIMENT --scale cpu --runs runs/reproduce-cpu2 --out docs/results/EXPERIMENT_cpu2 "
              "--report-only` (with `--seeds 3` for crops and table1). The cpu2 grid is about 36 single-core minutes "
-             "per 2-crop run and 67 per 4-crop run under bf16.",
+             "per 2-crop run and 67 per 4-crop run under bf16; a 2× epochs run continues its finished 1× run "
+             "(`gsg.reproduce.prefix`), so it costs one more 1× run.",
              "",
              f"{done_n} runs done, {len(todo)} to do or in progress. Finished runs' metrics and commands: "
              f"[`{args.docs}`]({Path('runs') / args.docs.name}/). kNN on the whole train and test splits (k=200, "
