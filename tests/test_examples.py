@@ -57,3 +57,27 @@ def test_finetune_an_exported_backbone(tmp_path: Path, backbone: list[str]) -> N
     assert f"loaded into {('' if backbone else 'gsg.eval.export.')}{loaded}" in out
     assert "max feature difference to the checkpoint 0\n" in out
     assert re.search(r"before fine-tuning: [\d.]+%", out) and re.search(r"after 2 fine-tuning steps: [\d.]+%", out)
+
+
+def test_the_prepared_gpu_session_script_runs_its_steps_and_packs_what_comes_back(tmp_path: Path) -> None:
+    """docs/experiments/gpu_session.sh with QUICK=1 DEVICE=cpu: the same steps at stand-in sizes (a dry run of the
+    crops control), and the files the device tool brings back."""
+    import json
+    import tarfile
+
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    env = {**os.environ, "OUT": str(out), "RUNS": str(runs), "QUICK": "1", "DEVICE": "cpu",
+           "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(["bash", str(ROOT / "docs" / "experiments" / "gpu_session.sh")], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    log = (out / "session.log").read_text()
+    for step in ("doctor", "bench", "crops"):
+        assert f"{step}: exit 0" in log, log[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == ["bench_epoch.json", "doctor.json", "gpu_runs.tar.gz",
+                                                      "session.log"]  # the device tool brings back at most 8
+    assert json.loads((out / "doctor.json").read_text())
+    assert json.loads((out / "bench_epoch.json").read_text())
+    with tarfile.open(out / "gpu_runs.tar.gz") as tar:
+        names = tar.getnames()
+    assert "./crops/dry_run.md" in names and not any(n.endswith(".pt") for n in names)

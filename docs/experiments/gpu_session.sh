@@ -19,7 +19,8 @@ cd "$(dirname "$0")/../.."
 OUT=${OUT:-runs/gpu_session}
 DEVICE=${DEVICE:-cuda}
 QUICK=${QUICK:-0}
-mkdir -p "$OUT" runs/gpu
+RUNS=${RUNS:-runs/gpu}  # the runs, the doctor's logs and the crops page, on the device machine
+mkdir -p "$OUT" "$RUNS"
 OUT=$(cd "$OUT" && pwd)  # absolute: the device tool's $OUT is, a default here is not
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
@@ -37,18 +38,20 @@ log "machine: $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2
   2>&1 | tee -a "$OUT/session.log"
 
 if [ "$QUICK" = 1 ]; then
-  step 120 doctor "$PY" -m gsg doctor --device "$DEVICE" --quick --only env --out runs/gpu/doctor
+  step 120 doctor "$PY" -m gsg doctor --device "$DEVICE" --quick --only env --out "$RUNS/doctor"
   step 120 bench "$PY" -m gsg bench epoch --device "$DEVICE" --quick --out "$OUT/bench_epoch.json"
-  step 120 crops "$PY" -m gsg reproduce crops --scale cpu --seeds 1 --device "$DEVICE" --jobs 4 --runs runs/gpu \
-    --out runs/gpu/crops --set data.data_dir=data --dry-run
+  mkdir -p "$RUNS/crops"  # a dry run prints the plan: kept as the page that comes back
+  step 120 crops bash -c "\"$PY\" -m gsg reproduce crops --scale cpu --seeds 1 --device $DEVICE --jobs 4 \
+    --runs \"$RUNS\" --out \"$RUNS/crops\" --set data.data_dir=data --dry-run > \"$RUNS/crops/dry_run.md\""
 else
-  step 240 doctor "$PY" -m gsg doctor --device "$DEVICE" --quick --out runs/gpu/doctor
+  step 240 doctor "$PY" -m gsg doctor --device "$DEVICE" --quick --out "$RUNS/doctor"
   step 90 bench "$PY" -m gsg bench epoch --device "$DEVICE" --out "$OUT/bench_epoch.json"
-  step 300 crops "$PY" -m gsg reproduce crops --scale cpu --seeds 1 --device "$DEVICE" --jobs 4 --runs runs/gpu \
-    --out runs/gpu/crops --set data.data_dir=data
+  step 300 crops "$PY" -m gsg reproduce crops --scale cpu --seeds 1 --device "$DEVICE" --jobs 4 --runs "$RUNS" \
+    --out "$RUNS/crops" --set data.data_dir=data
 fi
-cp runs/gpu/doctor/doctor.json "$OUT/" 2>/dev/null || log "no doctor.json"
-(cd runs/gpu && find . \( -name metrics.jsonl -o -name done.json -o -name command.txt -o -name config.json \
-  -o -name '*.knn.*.json' -o -name '*.linear.*.json' -o -name 'results.*' -o -name '*.png' \) -print0 |
+cp "$RUNS/doctor/doctor.json" "$OUT/" 2>/dev/null || log "no doctor.json"
+(cd "$RUNS" && find . \( -name metrics.jsonl -o -name done.json -o -name command.txt -o -name config.json \
+  -o -name '*.knn.*.json' -o -name '*.linear.*.json' -o -name 'results.*' -o -name '*.md' -o -name '*.png' \) \
+  -print0 |
   tar --null -czf "$OUT/gpu_runs.tar.gz" -T -)
 log "done: $(ls "$OUT" | tr '\n' ' ')"
