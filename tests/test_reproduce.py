@@ -524,3 +524,33 @@ def test_table4_columns_name_the_paper_batch_each_of_ours_stands_for() -> None:
                "paper": exp.paper, "chance": 10.0}
         header = results_table(res).splitlines()[0]
         assert header.split(" | ")[3] == head, header
+
+
+def test_the_crops_page_plots_knn_against_the_crops_each_image_was_encoded(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import matplotlib.axes
+
+    from gsg.reproduce.report import write_plots
+
+    exp = get_experiment("crops", "cpu")
+    records = [{"name": name, "seed": 0, "status": "ok", "config": {"ssl": {"views": views}}, "evals": {},
+                "history": [{"epoch": e, "knn_k200": 70.0 + e} for e in (2, 4)]}
+               for name, views in (("simsiam_sym2", "reuse"), ("simsiam_gsg4", "fresh"))]
+    variants = runner.aggregate(exp, records)
+    assert (variants["simsiam_sym2"]["crops"], variants["simsiam_gsg4"]["crops"]) == (2, 4)
+    drawn: list[tuple[str, list[float]]] = []
+    plot = matplotlib.axes.Axes.plot
+
+    def record(self: Any, x: Any, y: Any, *args: Any, **kwargs: Any) -> Any:
+        drawn.append((kwargs.get("label"), list(x)))
+        return plot(self, x, y, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", record)
+    res = {"experiment": "crops", "scale": "cpu", "dataset_name": "Fashion-MNIST", "knn_metric": "knn_k200",
+           "variants": variants, "chance": 10.0, "title": exp.title}
+    paths = write_plots(res, exp, tmp_path)
+    assert [Path(p).name for p in paths] == ["crops_knn.png", "crops_knn_per_pass.png"]
+    assert all(Path(p).read_bytes()[:8] == PNG_MAGIC for p in paths)
+    # the epochs panel, then the per-pass one: 2 crops x epochs 2, 4 -> 4, 8; 4 crops -> 8, 16
+    sym2, gsg4 = variants["simsiam_sym2"]["label"], variants["simsiam_gsg4"]["label"]
+    assert drawn == [(sym2, [2, 4]), (gsg4, [2, 4]), (sym2, [4, 8]), (gsg4, [8, 16])]

@@ -8,6 +8,7 @@ be re-rendered from ``results.json`` without training.
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -379,8 +380,9 @@ def _groups(res: dict[str, Any]) -> list[str]:
 
 
 def plot_curves(res: dict[str, Any], path: Path, *, curve: str, ylabel: str, title: str,
-                chance: float | None = None) -> Path:
-    """One panel per group (SimSiam / BYOL ...), one line per variant (mean over seeds, ± std band)."""
+                chance: float | None = None, per_pass: bool = False) -> Path:
+    """One panel per group (SimSiam / BYOL ...), one line per variant (mean over seeds, ± std band); against the
+    epoch, or with ``per_pass`` against the crops encoded per image (epoch × the variant's crops per step)."""
     plt = _plt()
     from matplotlib.ticker import MaxNLocator
 
@@ -393,20 +395,22 @@ def plot_curves(res: dict[str, Any], path: Path, *, curve: str, ylabel: str, tit
             if not c["epoch"]:
                 continue
             color = plt.get_cmap("tab10")(j % 10)
-            ax.plot(c["epoch"], c["mean"], label=v["label"], color=color, linewidth=1.6)
+            xs = [e * v.get("crops", 2) for e in c["epoch"]] if per_pass else c["epoch"]
+            ax.plot(xs, c["mean"], label=v["label"], color=color, linewidth=1.6)
             if any(s is not None for s in c["std"]):
                 lo = [m - (s or 0.0) for m, s in zip(c["mean"], c["std"], strict=True)]
                 hi = [m + (s or 0.0) for m, s in zip(c["mean"], c["std"], strict=True)]
-                ax.fill_between(c["epoch"], lo, hi, color=color, alpha=0.2, linewidth=0)
+                ax.fill_between(xs, lo, hi, color=color, alpha=0.2, linewidth=0)
         if chance is not None:
             ax.axhline(chance, color="gray", linestyle="--", linewidth=1, label=f"chance ({chance:g}%)")
         ax.set_title(f"({chr(97 + i)}) {dataset}, {g}")
-        ax.set_xlabel("Epoch")
+        ax.set_xlabel("Crops encoded per image (epochs × crops per step)" if per_pass else "Epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
-    fig.suptitle(f"{title} (ours, scale {res['scale']})")
+    # wrapped to the figure's width: a one-panel figure cut long titles off at both sides
+    fig.suptitle(textwrap.fill(f"{title} (ours, scale {res['scale']})", width=48 * len(groups)))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -523,6 +527,9 @@ def write_plots(res: dict[str, Any], exp: Experiment, out: Path) -> list[str]:
                                  ylabel="std(z/‖z‖)·√d (0: complete collapse)", title=res["title"]))
     if res["experiment"] == "table4":
         paths.append(plot_batch_sizes(res, out / "table4_batch.png"))
+    if res["experiment"] == "crops":  # equal compute: 4 crops for N epochs against 2 crops for 2N
+        paths.append(plot_curves(res, out / "crops_knn_per_pass.png", curve="knn", ylabel=knn, title=res["title"],
+                                 per_pass=True))
     if res["experiment"] == "decomposition":
         for key, label in DECOMPOSITION_PLOTS:  # panels only for the groups whose runs logged the metric
             logged = {n: v for n, v in res["variants"].items() if v["curve"].get(key, {}).get("epoch")}

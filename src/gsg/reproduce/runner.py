@@ -714,7 +714,9 @@ def aggregate(exp: Experiment, records: list[dict[str, Any]]) -> dict[str, Any]:
             metrics.setdefault(key, mean_std([_last(r.get("history", []), key) for r in recs]))
         for m, vals in [*((m, [p[m] for p in per]) for m in per[0]), ("knn_best", best)]:
             metrics[m]["by_seed"] = {int(r["seed"]): v for r, v in zip(recs, vals, strict=True)}
+        views = recs[0].get("config", {}).get("ssl", {}).get("views")
         variants[run.name] = {"label": run.label, "group": run.group, "seeds": [r["seed"] for r in recs],
+                              "crops": 4 if views == "fresh" else 2,  # encoded per image and step
                               "status": sorted({r.get("status", "ok") for r in recs}), "metrics": metrics,
                               "curve": curves,
                               "errors": sorted({e.get("error") for r in recs for e in r.get("evals", {}).values()
