@@ -56,15 +56,45 @@ def run_ranks(fn: Callable[..., Any], *args: Any, world: int = 2, timeout: float
         return [pickle.loads(Path(out, f"{r}.pkl").read_bytes()) for r in range(world)]
 
 
+# Imported by every worker (a sitecustomize on PYTHONPATH): at exit, each rank writes the names of its OS threads.
+_THREADS_AT_EXIT = """
+import atexit, os
+
+def _threads_at_exit():
+    names = []
+    for task in os.listdir("/proc/self/task"):
+        try:
+            names.append(open(f"/proc/self/task/{task}/comm").read().strip())
+        except OSError:
+            pass
+    with open(os.path.join(os.environ["GSG_TEST_THREADS_DIR"], f"rank{os.environ.get('RANK')}.txt"), "w") as f:
+        f.write("\\n".join(sorted(names)))
+
+if os.environ.get("RANK") is not None:
+    atexit.register(_threads_at_exit)
+"""
+
+
 def torchrun_pretrain(
-    config_text: str, tmp_path: Path, nproc: int = 2
+    config_text: str, tmp_path: Path, nproc: int = 2, *, threads_at_exit: bool = False
 ) -> tuple[subprocess.CompletedProcess[str], Path]:
     """``gsg pretrain --config`` on ``config_text`` under ``torchrun --standalone --nproc_per_node nproc`` (one
-    thread a process); returns the finished process and the run directory. Fails the test on a non-zero exit."""
+    thread a process); returns the finished process and the run directory. Fails the test on a non-zero exit.
+    ``threads_at_exit``: each rank writes the names of the OS threads it still has at interpreter exit to
+    ``tmp_path/threads/rank<R>.txt`` (Linux)."""
     cfg = tmp_path / "ddp.toml"
     cfg.write_text(config_text)
     out = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    path = list(sys.path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if threads_at_exit:
+        site = tmp_path / "site"
+        site.mkdir()
+        (site / "sitecustomize.py").write_text(_THREADS_AT_EXIT)
+        (tmp_path / "threads").mkdir()
+        path.insert(0, str(site))
+        env["GSG_TEST_THREADS_DIR"] = str(tmp_path / "threads")
+    env["PYTHONPATH"] = os.pathsep.join(path)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
            "-m", "gsg", "pretrain", "--config", str(cfg), "--out", str(out)]
     # A session of its own: torchrun's agent signals its process group on shutdown, which must not reach pytest.

@@ -9,6 +9,7 @@ images within each process's batch). Checkpoints are written atomically every
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import signal
 import time
@@ -259,8 +260,12 @@ class Trainer:
         if run.online_probe is False:
             return None, None
         # views mode: every rank trains on its batch and the gradients are summed; monitor mode: rank 0 alone
-        reduce = ((lambda t: all_reduce_mean(t, self.dist) * self.dist.world_size)
-                  if self.dist.enabled and mode == "views" else None)
+        # the closure holds the DistInfo, not the Trainer: a Trainer -> probe -> closure -> Trainer cycle kept DDP
+        # and gloo's threads alive until interpreter exit, where a rank sometimes aborted ("terminate called
+        # without an active exception")
+        info = self.dist
+        reduce = ((lambda t: all_reduce_mean(t, info) * info.world_size)
+                  if info.enabled and mode == "views" else None)
         probe = OnlineProbe(self.model.backbone.out_dim, classes, optimizer=run.probe_optimizer, lr=run.probe_lr,
                             seed=run.seed, device=self.device, all_reduce=reduce)
         return probe, mode
@@ -734,10 +739,15 @@ def pretrain(cfg: Config, *, resume: bool | str = False) -> dict[str, Any]:
     none), ``"auto"`` continues it when it exists.
     """
     trainer = Trainer(cfg, resume=resume)
+    info = trainer.dist
     try:
         return trainer.fit()
     finally:
-        shutdown(trainer.dist)
+        # DDP, and with it the process group and gloo's threads, goes here, before the process group is destroyed
+        # and while the interpreter is whole, even if some reference cycle holds the Trainer
+        del trainer
+        gc.collect()
+        shutdown(info)
 
 
 __all__ = ["Interrupted", "Trainer", "pretrain"]
