@@ -528,6 +528,9 @@ def _crops(scale: str) -> Experiment:
                 claims += [
                     Claim(f"{n}, equal encoder passes: GSG on 4 crops > symmetric on 2 at 2× epochs ({metric})",
                           "greater", f"{m}_gsg4", f"{m}_sym2x2", metric=metric),
+                    # FastSiam's point (lightly): more views per image, not more epochs, at the same encoder passes
+                    Claim(f"{n}, equal encoder passes: symmetric on 4 crops > symmetric on 2 at 2× epochs ({metric})",
+                          "greater", f"{m}_sym4", f"{m}_sym2x2", metric=metric),
                     Claim(f"{n}, 4 crops: GSG > random sg ({metric})", "greater", f"{m}_gsg4", f"{m}_random4",
                           metric=metric),
                     # the default pairing (fidelity issue): per epoch and per encoder pass
