@@ -1,6 +1,8 @@
 """Copy sym2x2-s0's checkpoint at the epochs the quickstart question needs (a constant-lr run: its weights at
 epoch N are an N-epoch run's)."""
-import shutil, time, torch
+import shutil, time
+
+from gsg.checkpoint import load_checkpoint  # weights only: a checkpoint never runs code
 from pathlib import Path
 src = Path("runs/reproduce-cpu2/simsiam_sym2x2-s0/checkpoint.pt")
 want = {4, 6, 8, 10}
@@ -10,7 +12,7 @@ while want:
         m = src.stat().st_mtime
         if m != last:
             time.sleep(5)
-            ep = torch.load(src, map_location="cpu", weights_only=False)["train_state"]["epoch"]
+            ep = load_checkpoint(src)["train_state"]["epoch"]
             last = m
             if ep in want:
                 shutil.copy(src, f"runs/qs3/sym2x2_ep{ep}.pt")
