@@ -484,6 +484,11 @@ def resolved_pairing(ssl: SSLConfig) -> str:
     return ssl.pairing or ("cycle" if ssl.views == "fresh" else "matching")
 
 
+def crops_per_image(views: str | None) -> int:
+    """Crops each image is augmented into and encoded per step: 4 for ``views = fresh``, else 2."""
+    return 4 if views == "fresh" else 2
+
+
 def preset_names() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files("gsg.presets").iterdir() if p.name.endswith(".toml"))
 

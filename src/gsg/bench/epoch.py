@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from gsg.bench.datapath import random_images, torchvision_transform
 from gsg.bench.report import finish, machine_info, resolve_device, synchronize, usable_cores
-from gsg.config import Config, load_config
+from gsg.config import Config, crops_per_image, load_config
 from gsg.data.datasets import CIFAR10_CLASSES, IMAGENET_MEAN, IMAGENET_STD, TensorImageDataset
 from gsg.ssl.stopgrad import derangement, policy_loss
 from gsg.train import loop
@@ -227,7 +227,7 @@ def run(*, device: str = "auto", quick: bool = False, n_images: int = 50000, bat
             with dataset_override(ds):
                 btrainer = loop.Trainer(bcfg)
             images = btrainer.train_ds.images if ds is None else ds.images  # type: ignore[attr-defined]
-            ref = reference_epochs(btrainer, images, views=4 if baseline_views == "fresh" else 2, workers=workers,
+            ref = reference_epochs(btrainer, images, views=crops_per_image(baseline_views), workers=workers,
                                    epochs=baseline_epochs, warmup_batches=baseline_warmup_batches,
                                    limit_batches=limit_batches)
             bscale = ref["full_steps_per_epoch"] / ref["steps_per_epoch"]

@@ -37,7 +37,7 @@ import torch
 
 import gsg
 from gsg.checkpoint import load_checkpoint
-from gsg.config import Config, load_config
+from gsg.config import Config, crops_per_image, load_config
 from gsg.errors import CheckpointError, ConfigError, GsgError, TrainingDiverged
 from gsg.eval.baselines import Protocol, evaluate_baselines
 from gsg.eval.knn import knn_evaluate, tsne_evaluate
@@ -625,8 +625,8 @@ def _run_one_locked(exp: Experiment, plan: PlannedRun, *, linear: LinearDef | No
     ckpt = plan.dir / CHECKPOINT_NAME
     continued = prefix.continue_from(plan, source) if source is not None else None
     if continued is not None:
-        log.info("%s: continues %s from its epoch %d (%s)", plan.key, source.key if source else "",
-                 continued["epoch"], continued["why"])
+        log.info("%s: continues %s from its epoch %d (%s)", plan.key, continued["source"], continued["epoch"],
+                 continued["why"])
     continued = continued or prefix.read_record(plan.dir)
     resumed_from = _saved_epoch(ckpt)
     plan.dir.mkdir(parents=True, exist_ok=True)
@@ -716,7 +716,7 @@ def aggregate(exp: Experiment, records: list[dict[str, Any]]) -> dict[str, Any]:
             metrics[m]["by_seed"] = {int(r["seed"]): v for r, v in zip(recs, vals, strict=True)}
         views = recs[0].get("config", {}).get("ssl", {}).get("views")
         variants[run.name] = {"label": run.label, "group": run.group, "seeds": [r["seed"] for r in recs],
-                              "crops": 4 if views == "fresh" else 2,  # encoded per image and step
+                              "crops": crops_per_image(views),
                               "status": sorted({r.get("status", "ok") for r in recs}), "metrics": metrics,
                               "curve": curves,
                               "errors": sorted({e.get("error") for r in recs for e in r.get("evals", {}).values()
@@ -1063,7 +1063,7 @@ def _estimate(exp: Experiment, plan: PlannedRun, source: PlannedRun | None = Non
     epochs = c.optim.epochs - (source.config.optim.epochs if source is not None else 0)
     return estimate_seconds(epochs, images, c.optim.batch_size, knn_every=c.run.knn_every,
                             checkpoint_every=c.run.checkpoint_every, evals=exp.evals,
-                            crops=4 if c.ssl.views == "fresh" else 2)
+                            crops=crops_per_image(c.ssl.views))
 
 
 def _run_summary(rec: dict[str, Any], plan: PlannedRun) -> dict[str, Any]:

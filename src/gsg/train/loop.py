@@ -32,7 +32,7 @@ from gsg.analysis.collapse import (
 )
 from gsg.analysis.knn import knn_accuracy
 from gsg.checkpoint import FORMAT_KEY, FORMAT_VERSION, check_resumable, load_checkpoint, save_atomic
-from gsg.config import Config, resolved_pairing
+from gsg.config import Config, crops_per_image, resolved_pairing
 from gsg.data.datasets import ImageDataset, fixed_subset, held_out_split, load_dataset
 from gsg.data.loader import BatchLoader, CropSpec
 from gsg.data.views import BatchAugment, make_recipe
@@ -179,7 +179,7 @@ class Trainer:
                               f"{2 * self.dist.world_size}")
         # Image folders: RandomResizedCrop on the full-resolution file, in the loader's workers, one crop per
         # view; the rest of the recipe runs batched on the device (BatchAugment with cropped=True).
-        crops = CropSpec.from_recipe(self.recipe, 4 if cfg.ssl.views == "fresh" else 2)
+        crops = CropSpec.from_recipe(self.recipe, crops_per_image(cfg.ssl.views))
         self.loader = BatchLoader(self.train_ds, self.local_batch, shuffle=True, drop_last=True,
                                   seed=cfg.run.seed, rank=self.dist.rank, world_size=self.dist.world_size,
                                   device=self.device, workers=d.workers, crops=crops)
@@ -746,7 +746,8 @@ def pretrain(cfg: Config, *, resume: bool | str = False) -> dict[str, Any]:
         # DDP, and with it the process group and gloo's threads, goes here, before the process group is destroyed
         # and while the interpreter is whole, even if some reference cycle holds the Trainer
         del trainer
-        gc.collect()
+        if info.enabled:  # only a process group has threads to outlive the run
+            gc.collect()
         shutdown(info)
 
 
