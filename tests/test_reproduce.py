@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+import gsg.reproduce.execute as execute
 import gsg.reproduce.runner as runner
 from gsg.checkpoint import load_checkpoint
 from gsg.cli import _overrides, build_parser
@@ -53,7 +54,7 @@ def _history(run_dir: Path) -> list[dict[str, Any]]:
 def test_table1_end_to_end_skips_finished_runs_and_resumes_an_interrupted_one(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "t1"
-    real = runner.pretrain
+    real = execute.pretrain
 
     def interrupted_last_run(cfg: Any, *, resume: Any) -> dict[str, Any]:
         if Path(cfg.run.out).name == "byol_gsg-s0":
@@ -62,7 +63,7 @@ def test_table1_end_to_end_skips_finished_runs_and_resumes_an_interrupted_one(
             raise KeyboardInterrupt
         return real(cfg, resume=resume)
 
-    monkeypatch.setattr(runner, "pretrain", interrupted_last_run)
+    monkeypatch.setattr(execute, "pretrain", interrupted_last_run)
     with pytest.raises(KeyboardInterrupt):
         reproduce("table1", scale="cpu", out=out, base_overrides=TINY)
     runs = out / "runs"
@@ -75,7 +76,7 @@ def test_table1_end_to_end_skips_finished_runs_and_resumes_an_interrupted_one(
     def no_training(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("--report-only trained a run")
 
-    monkeypatch.setattr(runner, "pretrain", no_training)
+    monkeypatch.setattr(execute, "pretrain", no_training)
     early = reproduce("table1", scale="cpu", out=out, base_overrides=TINY, report_only=True)
     assert early["complete"] is False and [m["key"] for m in early["missing"]] == ["byol_gsg-s0"]
     assert [r["key"] for r in early["runs"]] == ["simsiam-s0", "simsiam_gsg-s0", "byol-s0"]
@@ -86,7 +87,7 @@ def test_table1_end_to_end_skips_finished_runs_and_resumes_an_interrupted_one(
     assert "**Incomplete: 3 of 4 runs finished.**" in early_md and "BYOL w/ GSG (seed 0)" in early_md
     assert "### Baselines under the same protocol" in early_md
     assert [h["epoch"] for h in _history(runs / "byol_gsg-s0")] == [1]  # the unfinished run was not touched
-    monkeypatch.setattr(runner, "pretrain", interrupted_last_run)
+    monkeypatch.setattr(execute, "pretrain", interrupted_last_run)
 
     trained: list[str] = []
 
@@ -97,7 +98,7 @@ def test_table1_end_to_end_skips_finished_runs_and_resumes_an_interrupted_one(
         trained.append(name)
         return real(cfg, resume=resume)
 
-    monkeypatch.setattr(runner, "pretrain", only_unfinished)
+    monkeypatch.setattr(execute, "pretrain", only_unfinished)
     res = reproduce("table1", scale="cpu", out=out, base_overrides=TINY)
     assert trained == ["byol_gsg-s0"]
     done = json.loads((runs / "byol_gsg-s0" / "done.json").read_text())
@@ -151,8 +152,8 @@ def test_table1_end_to_end_skips_finished_runs_and_resumes_an_interrupted_one(
     def never(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("a finished run was recomputed")
 
-    monkeypatch.setattr(runner, "pretrain", never)
-    monkeypatch.setattr(runner, "linear_evaluate", never)
+    monkeypatch.setattr(execute, "pretrain", never)
+    monkeypatch.setattr(execute, "linear_evaluate", never)
     again = reproduce("table1", scale="cpu", out=out, base_overrides=TINY)
     assert again["variants"]["byol_gsg"]["metrics"] == res["variants"]["byol_gsg"]["metrics"]
 
@@ -211,14 +212,14 @@ def test_run_all_puts_off_a_run_another_process_is_training(tmp_path: Path,
     first.parent.mkdir(parents=True)
     first.write_text(json.dumps({"pid": os.getppid(), "host": os.uname().nodename}))  # alive: our parent
     order: list[str] = []
-    monkeypatch.setattr(runner, "_run_one_locked", _fake_record(order))
+    monkeypatch.setattr(execute, "_run_one_locked", _fake_record(order))
     slept: list[float] = []
 
     def other_process_finishes(seconds: float) -> None:
         slept.append(seconds)
         first.unlink()
 
-    monkeypatch.setattr(runner.time, "sleep", other_process_finishes)
+    monkeypatch.setattr(execute.time, "sleep", other_process_finishes)
     records = runner.run_all(exp, plans, linear=None, tsne=None, out=tmp_path)
     assert order == ["simsiam_gsg-s0", "byol-s0", "byol_gsg-s0", "simsiam-s0"]  # put off, then done
     assert len(slept) == 1  # waited only when nothing else was left
@@ -304,7 +305,7 @@ def test_dry_run_lists_the_commands_and_trains_nothing(tmp_path: Path, monkeypat
     def never(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("a dry run trained")
 
-    monkeypatch.setattr(runner, "pretrain", never)
+    monkeypatch.setattr(execute, "pretrain", never)
     res = reproduce("fig4", scale="cpu", out=tmp_path / "f4", dry_run=True, jobs=2)
     assert not (tmp_path / "f4").exists()
     assert [r["key"] for r in res["runs"]] == [f"{m}{s}-s0" for m in ("simsiam", "byol")

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from gsg.reproduce.experiments import get_experiment
-from gsg.reproduce.runner import plan_runs
+from gsg.reproduce.plan import plan_runs
 
 
 def _epochs_done(run_dir: Path) -> int:

@@ -10,8 +10,10 @@ writes ``results.json``, ``results.md`` (the paper's layout, our numbers beside 
 
 from __future__ import annotations
 
+from gsg.reproduce.aggregate import mean_std
 from gsg.reproduce.experiments import EXPERIMENTS, SCALES, estimate_seconds, get_experiment
-from gsg.reproduce.runner import full_scale_launch, mean_std, plan_runs, reproduce
+from gsg.reproduce.plan import full_scale_launch, plan_runs
+from gsg.reproduce.runner import reproduce
 
 __all__ = ["EXPERIMENTS", "SCALES", "estimate_seconds", "full_scale_launch", "get_experiment", "mean_std",
            "plan_runs", "reproduce"]

@@ -198,7 +198,7 @@ CPU_BASE: Overrides = {
     "optim": {"epochs": CPU_EPOCHS, "batch_size": 256, "lr": None, "base_lr": 0.1, "schedule": "constant",
               "weight_decay": 5e-4},
     # The online monitor only draws the curves (a 10,000-image bank, 2,000 test images); the final kNN and the
-    # linear probe use the whole splits (runner.KNN_K, CPU_LINEAR).
+    # linear probe use the whole splits (plan.KNN_K, CPU_LINEAR).
     # bf16 autocast (AVX-512 BF16): a step is 0.64× as long as fp32's; the fp32 and bf16 curves of the same
     # recipe agree within run-to-run spread (docs/results/cpu_scale.md, "Speed"). Every variant shares it.
     "run": {"knn_every": 2, "knn_train_subset": 10000, "knn_test_subset": 2000, "progress": False,
@@ -214,7 +214,7 @@ CPU_DATASET = "Fashion-MNIST (28 px, grayscale, 10 classes)"
 CIFAR_DATASET = "CIFAR-10"
 IMAGENET_DATASET = "ImageNet (image folder given by data.data_dir)"
 
-# Static notes; the runner adds the ones that depend on the resolved settings (kNN bank, linear probe).
+# Static notes; gsg.reproduce.setting adds the ones that depend on the resolved settings (kNN bank, linear probe).
 # "{dataset}" is replaced by the dataset the runs trained on.
 CROPS_NOTE = ("As in the paper and the authors' code, the symmetric baselines see 2 crops per image and GSG, random "
               "and reverse stop-gradient 4 (`views = fresh`, twice the encoder passes per step); "

@@ -30,7 +30,7 @@ from gsg.errors import CheckpointError
 from gsg.train.loop import CHECKPOINT_NAME
 
 if TYPE_CHECKING:
-    from gsg.reproduce.runner import PlannedRun
+    from gsg.reproduce.plan import PlannedRun
 
 RECORD_NAME = "continued_from.json"
 METRICS_NAME = "metrics.jsonl"
