@@ -49,6 +49,38 @@ def test_amp_auto_takes_bf16_only_where_the_gpu_has_it_natively(monkeypatch, maj
     assert precision.amp_dtype("fp16", dev) == torch.float16
     assert precision.amp_dtype("off", dev) is None
     assert precision.amp_dtype("auto", torch.device("cpu")) is None
+    # native: bf16 only where the GPU has it, float32 (not fp16) elsewhere
+    assert precision.amp_dtype("native", dev) == (torch.bfloat16 if major >= 8 else None)
+
+
+@pytest.mark.parametrize("caps,expected", [
+    ({"avx512_bf16": True, "amx_bf16": False}, torch.bfloat16),  # e.g. AMD Zen 4, Intel Cooper Lake
+    ({"avx512_bf16": False, "amx_bf16": True}, torch.bfloat16),  # Intel Sapphire Rapids and later
+    ({"avx512_bf16": False, "amx_bf16": False, "avx2": True}, None),  # bf16 would be emulated: slower than fp32
+    ({}, None),  # a CPU torch knows nothing about
+])
+def test_amp_native_on_cpu_takes_bf16_only_where_the_cpu_has_it(monkeypatch, caps: dict[str, bool],
+                                                               expected: torch.dtype | None) -> None:
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: caps)
+    assert precision.amp_dtype("native", torch.device("cpu")) == expected
+    assert precision.amp_dtype("auto", torch.device("cpu")) is None  # auto stays float32 on every CPU
+    assert precision.amp_dtype("bf16", torch.device("cpu")) == torch.bfloat16  # asked for: given
+
+
+def test_trainer_under_amp_native_autocasts_where_the_cpu_has_bf16(monkeypatch, tmp_path: Path) -> None:
+    from conftest import tiny_config
+
+    for has, expected in ((True, torch.bfloat16), (False, None)):
+        monkeypatch.setattr(torch.cpu, "get_capabilities", lambda has=has: {"avx512_bf16": has})
+        tr = Trainer(tiny_config(tmp_path / str(has), run={"amp": "native"}))
+        assert tr.amp == expected
+        assert not tr.scaler.is_enabled()  # bf16 needs no GradScaler
+
+
+def test_amp_native_without_capability_query_is_float32(monkeypatch) -> None:
+    monkeypatch.delattr(torch.cpu, "get_capabilities", raising=False)
+    assert precision.cpu_native_bf16() is False
+    assert precision.amp_dtype("native", torch.device("cpu")) is None
 
 
 # ---------------------------------------------------------------------------------- F8: cuDNN and TF32

@@ -250,8 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_eval_speed_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=0, help="decoding processes for image folders (0: in-process)")
-    p.add_argument("--amp", choices=["off", "auto", "bf16", "fp16"], default="off",
-                   help="autocast the backbone (auto: bf16 on GPUs that have it natively, else fp16; off on CPU)")
+    p.add_argument("--amp", choices=["off", "auto", "native", "bf16", "fp16"], default="off",
+                   help="autocast the backbone (auto: bf16 on GPUs that have it natively, else fp16; off on CPU; "
+                        "native: bf16 wherever the device has it natively, CPUs with AVX-512 BF16 or AMX too)")
     p.add_argument("--channels-last", action="store_true", help="channels-last memory layout for the backbone")
 
 

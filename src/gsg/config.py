@@ -91,7 +91,7 @@ class RunConfig:
     seed: int = 0  # seeds the subset, batch order, augmentation, pairing and weights
     out: str = "runs/gsg"  # run directory: checkpoint.pt, metrics.jsonl, tb/, config.json
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: str = "auto"  # auto (bf16 on CUDA that supports it, off on CPU) | bf16 | fp16 | off
+    amp: str = "auto"  # auto: bf16 on CUDA with native bf16, else fp16, off on CPU; native: bf16 where native, CPUs too
     channels_last: bool | None = None  # None: on for ResNets (faster on CUDA and on CPU), off for timm models
     compile: bool = False  # torch.compile the model
     checkpoint_every: int = 1  # epochs
@@ -147,7 +147,7 @@ CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("optim", "optimizer"): ("sgd", "adamw"),
     ("run", "probe_optimizer"): ("sgd", "adam"),
     ("run", "wandb_mode"): ("online", "offline", "disabled"),
-    ("run", "amp"): ("auto", "bf16", "fp16", "off"),
+    ("run", "amp"): ("auto", "native", "bf16", "fp16", "off"),
     ("run", "on_nonfinite"): ("stop", "rollback"),
 }
 POSITIVE = {("optim", "epochs"), ("optim", "batch_size"), ("model", "proj_dim"), ("model", "pred_hidden"),

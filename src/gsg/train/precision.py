@@ -20,11 +20,30 @@ def native_bf16(device: torch.device) -> bool:
     return torch.cuda.get_device_properties(device).major >= 8
 
 
+def cpu_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (x86 AVX-512 BF16 or AMX-BF16).
+
+    Elsewhere (AVX2-only x86, Apple and most Arm CPUs) oneDNN emulates bf16 and autocast makes steps slower
+    than float32, so ``run.amp = "native"`` stays in float32 there. Older torch without
+    ``torch.cpu.get_capabilities`` answers False: float32 is the safe side.
+    """
+    caps = getattr(torch.cpu, "get_capabilities", None)
+    if caps is None:
+        return False
+    found = caps()
+    return bool(found.get("avx512_bf16") or found.get("amx_bf16"))
+
+
 def amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of ``run.amp``: None (float32) for "off", and for "auto" off CUDA.
 
     "auto" on CUDA: bfloat16 where the GPU has it natively, else float16 (with a GradScaler).
+    "native": bfloat16 wherever the device computes it natively (CUDA sm80+, CPUs with AVX-512 BF16 or AMX),
+    else float32; the setting for a preset that must be fast on this CPU and not slow on another.
     """
+    if setting == "native":
+        native = cpu_native_bf16() if device.type == "cpu" else device.type == "cuda" and native_bf16(device)
+        return torch.bfloat16 if native else None
     if setting == "off" or (setting == "auto" and device.type != "cuda"):
         return None
     if setting == "fp16":
