@@ -51,6 +51,10 @@ def main() -> None:
             secs = next((e.get("epoch_time_s") for e in every if e["epoch"] == r["epoch"]), None)
             md.append(f"| {r['epoch']} | {r['epoch'] * args.images_per_epoch:,} | {r['knn_k200']:.2f} | "
                       f"{r['knn_k1']:.2f} | {secs:.0f} |")
+        for name in ("raw_pixels", "random_init"):  # the same protocol's baselines, beside every curve
+            b = base[name]
+            spread = f" ± {b['knn_k200_std']:.2f}" if b.get("knn_k200_std") else ""
+            md.append(f"| *baseline: {b['label']}* | | {b['knn_k200']:.2f}{spread} | {b['knn_k1']:.2f} | |")
         md.append("")
         x = [r["epoch"] * args.images_per_epoch / 1e6 for r in rows]
         for ax, key in zip(axes, ("knn_k200", "knn_k1"), strict=True):

@@ -29,6 +29,28 @@ def _epochs_done(run_dir: Path) -> int:
     return sum(1 for line in metrics.read_text().splitlines() if '"kind": "epoch"' in line)
 
 
+def _baseline_rows(runs: Path) -> list[list[str]]:
+    """The raw-pixel and random-init rows of every protocol measured under ``runs/baselines`` (gsg reproduce
+    writes one JSON per protocol), so that the table shows the learned numbers beside them."""
+    rows = []
+    for path in sorted((runs / "baselines").glob("*.json")):
+        rec = json.loads(path.read_text())
+        proto = rec.get("protocol", {})
+        bb = proto.get("backbone", {})
+        where = f"{proto.get('dataset', '?')}, {bb.get('arch', '?')} width {bb.get('width', '?')}"
+        for name, res in rec.get("results", {}).items():
+            def cell(key: str, res: dict = res) -> str:
+                if res.get(key) is None:
+                    return "–"
+                std = res.get(f"{key}_std")
+                return f"{res[key]:.2f}" + (f" ± {std:.2f}" if std else "")
+            seeds = res.get("seeds") or []
+            label = f"*baseline: {res.get('label', name)}*" + (f" ({len(seeds)} seeds)" if seeds else "")
+            rows.append(["baselines", path.stem, label, f"measured ({where})", cell("knn_k200"), cell("knn_k1"),
+                         cell("linear_top1")])
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("experiments", nargs="+")
@@ -83,9 +105,10 @@ def main() -> None:
              "",
              f"{done_n} runs done, {len(todo)} to do or in progress. Finished runs' metrics and commands: "
              f"[`{args.docs}`]({Path('runs') / args.docs.name}/). kNN on the whole train and test splits (k=200, "
-             "T=0.1, and k=1); linear probe on frozen features of the whole train split.", "",
+             "T=0.1, and k=1); linear probe on frozen features of the whole train split. The first rows are the same "
+             "protocol's baselines: a learned number that does not beat them says nothing was learned.", "",
              "| experiment | run | variant | status | kNN k=200 | kNN k=1 | linear |", "|---|---|---|---|---|---|---|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines += ["| " + " | ".join(r) + " |" for r in _baseline_rows(args.runs) + rows]
     args.table.parent.mkdir(parents=True, exist_ok=True)
     args.table.write_text("\n".join(lines) + "\n")
     print(f"{done_n} done, {len(todo)} to do; {args.table}")
