@@ -22,11 +22,11 @@ from gsg.reproduce.experiments import (
     Overrides,
     RunDef,
     TsneDef,
-    _merge,
     estimate_seconds,
     get_experiment,
     run_overrides,
 )
+from gsg.reproduce.experiments.base import _merge
 from gsg.train.loop import CHECKPOINT_NAME
 
 # base_overrides may carry this extra section: evaluation settings, which are not part of the training config.
