@@ -5,9 +5,10 @@ Nothing here trains; :mod:`gsg.reproduce.runner` executes these definitions and 
 renders them. Two scales:
 
 ``cpu``
-    Fashion-MNIST (read offline from Debian's ``dataset-fashion-mnist``), a 1024-image training subset, a
-    CIFAR-stem ResNet-18 of width 0.25 at 28 px, batch 128, lr 0.06 constant (the paper's CIFAR-10 setting),
-    one seed. Each experiment is sized to finish within 60 minutes on 2 CPU cores (:func:`estimate_seconds`).
+    Fashion-MNIST (read offline from Debian's ``dataset-fashion-mnist``), the whole 60,000-image training set,
+    a CIFAR-stem ResNet-18 of width 0.25 at 28 px, batch 256, lr 0.1 constant, 12 epochs under bf16 autocast
+    (``CPU_BASE``; chosen by measurement in docs/results/cpu_scale.md). A 2-crop run is about 36 single-core
+    minutes (:func:`estimate_seconds`); the grid runs over several sessions, resumably.
 ``full``
     The paper's settings for GPUs: the ``cifar10`` preset (CIFAR ResNet-18, 200 epochs, batch 512, lr 0.06
     constant; Fig. 5: 400 epochs) and, for Table 4 only, the ``imagenet`` preset (ResNet-50, 100 epochs).
