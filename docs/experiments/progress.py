@@ -39,16 +39,18 @@ def _baseline_rows(runs: Path) -> list[list[str]]:
         bb = proto.get("backbone", {})
         where = f"{proto.get('dataset', '?')}, {bb.get('arch', '?')} width {bb.get('width', '?')}"
         for name, res in rec.get("results", {}).items():
-            def cell(key: str, res: dict = res) -> str:
-                if res.get(key) is None:
-                    return "–"
-                std = res.get(f"{key}_std")
-                return f"{res[key]:.2f}" + (f" ± {std:.2f}" if std else "")
             seeds = res.get("seeds") or []
             label = f"*baseline: {res.get('label', name)}*" + (f" ({len(seeds)} seeds)" if seeds else "")
-            rows.append(["baselines", path.stem, label, f"measured ({where})", cell("knn_k200"), cell("knn_k1"),
-                         cell("linear_top1")])
+            rows.append(["baselines", path.stem, label, f"measured ({where})",
+                         *(_mean_std(res, k) for k in ("knn_k200", "knn_k1", "linear_top1"))])
     return rows
+
+
+def _mean_std(res: dict, key: str) -> str:
+    if res.get(key) is None:
+        return "–"
+    std = res.get(f"{key}_std")
+    return f"{res[key]:.2f}" + (f" ± {std:.2f}" if std else "")
 
 
 def main() -> None:
