@@ -28,6 +28,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,6 +56,7 @@ from gsg.reproduce.execute import _final_metrics as _final_metrics
 from gsg.reproduce.experiments import Experiment, LinearDef, TsneDef, get_experiment
 from gsg.reproduce.files import _write_json, _write_text
 from gsg.reproduce.lock import _try_lock as _try_lock
+from gsg.reproduce.pairing_rule import default_pairing
 from gsg.reproduce.plan import (
     PlannedRun,
     _check_seeds,
@@ -293,11 +295,15 @@ def _results(exp: Experiment, header: dict[str, Any], records: list[dict[str, An
     by_key = {p.key: p for p in plans}
     runs = [_run_summary(r, by_key[r["key"]]) for r in records]
     variants = aggregate(exp, records)
-    return {**header, "dry_run": False, "complete": complete, "started": started,
-            "finished": datetime.now(UTC).isoformat(timespec="seconds"),
-            "timing": {"wall_s": time.perf_counter() - t0, "compute_s": sum(r["run_s"] for r in runs),
-                       "estimated_s": header["estimated_s"]},
-            "runs": runs, "variants": variants, "claims": check_claims(exp, variants), "paper": exp.paper}
+    res = {**header, "dry_run": False, "complete": complete, "started": started,
+           "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+           "timing": {"wall_s": time.perf_counter() - t0, "compute_s": sum(r["run_s"] for r in runs),
+                      "estimated_s": header["estimated_s"]},
+           "runs": runs, "variants": variants, "claims": check_claims(exp, variants), "paper": exp.paper}
+    if exp.decides_default_pairing:
+        planned = Counter(p.run.name for p in plans)
+        res["default_pairing"] = default_pairing(variants, planned)
+    return res
 
 
 __all__ = [

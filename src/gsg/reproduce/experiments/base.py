@@ -91,6 +91,9 @@ class Experiment:
     paper: dict[str, Any] = field(default_factory=dict)
     knn_temperature: float = 0.1  # of the final weighted kNN (InstDisc's 0.1; ImageNet: the authors' main_knn.py 0.2)
     seed_major: bool = False  # train every variant's seed 0 first, then seed 1, ...: paired comparisons come early
+    # The four-crop control: its page applies the pre-registered rule that picks the default pairing
+    # (gsg.reproduce.pairing_rule) to its numbers.
+    decides_default_pairing: bool = False
     # Per-epoch history keys (beyond kNN and std) aggregated over seeds, plotted, and usable as claim metrics.
     curves: tuple[str, ...] = ()
 

@@ -86,7 +86,8 @@ def _crops(scale: str) -> Experiment:
                               "paper_ref": "GSG paper, Table 1 and Appendix A (the authors' four crops)",
                               "runs": tuple(runs), "evals": ("knn", "linear"), "knn_metric": "knn_k200",
                               "chance": 10.0, "claims": tuple(claims), "default_seeds": 3,
-                              "paper": {"table1": PAPER_TABLE1}, "seed_major": True}
+                              "paper": {"table1": PAPER_TABLE1}, "seed_major": True,
+                              "decides_default_pairing": True}
     note = ("SimSiam's five main variants run 3 seeds (paired differences with 95% intervals); random sg, the cycle "
             "pairing, GSG at 2× epochs and the BYOL rows 1 seed. A 2-crop run at 2× epochs has the encoder passes of "
             "a 4-crop run. The cycle pairing (each image in two pairs that share its two crops) and GSG on 2 matched "
