@@ -177,6 +177,20 @@ def _sg(method: str, stop_gradient: str, **more: dict[str, Any]) -> Overrides:
     return _merge({"ssl": {"method": method, "stop_gradient": stop_gradient, "views": views}}, more)
 
 
+def at_scale(scale: str, common: dict[str, Any], *, linear: bool = False, full_epochs: int = 200,
+             cpu_notes: tuple[str, ...] = (), full_notes: tuple[str, ...] = (),
+             cpu: dict[str, Any] | None = None, full: dict[str, Any] | None = None) -> Experiment:
+    """An experiment of the GSG paper's CIFAR-10 family at ``scale``: the cpu scale's base, data and notes, or the
+    ``cifar10`` preset for ``full_epochs``; the linear probe of the scale when ``linear``; ``cpu`` / ``full``:
+    further fields for one scale only."""
+    if scale == "cpu":
+        return Experiment(**common, preset=None, base=CPU_BASE, dataset_label=CPU_DATASET,
+                          linear=CPU_LINEAR if linear else None, notes=(*CPU_NOTES, *cpu_notes), **(cpu or {}))
+    return Experiment(**common, preset="cifar10", base={"optim": {"epochs": full_epochs}},
+                      dataset_label=CIFAR_DATASET, linear=FULL_LINEAR if linear else None,
+                      notes=(*FULL_NOTES, *full_notes), **(full or {}))
+
+
 NAMES = {"simsiam": "SimSiam", "byol": "BYOL"}
 SG_SUFFIX = {"symmetric": "", "guided": "_gsg", "random": "_random", "reverse": "_reverse"}
 SG_LABEL = {"symmetric": "", "guided": " w/ GSG", "random": " w/ random sg", "reverse": " w/ reverse sg"}

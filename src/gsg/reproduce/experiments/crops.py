@@ -5,17 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from gsg.reproduce.experiments.base import (
-    CIFAR_DATASET,
-    CPU_BASE,
-    CPU_DATASET,
-    CPU_LINEAR,
-    CPU_NOTES,
-    FULL_LINEAR,
-    FULL_NOTES,
     NAMES,
     Claim,
     Experiment,
     RunDef,
+    at_scale,
 )
 from gsg.reproduce.experiments.paper import PAPER_TABLE1
 
@@ -94,8 +88,4 @@ def _crops(scale: str) -> Experiment:
             "crops at 2× epochs decide the default pairing: per epoch and per encoder pass. With a constant lr a "
             "2× epochs run continues the final checkpoint of its 1× run when that has finished (its first half is "
             "that run, step for step: `gsg.reproduce.prefix`), so its pretraining time is the second half's.")
-    if scale == "cpu":
-        return Experiment(**common, preset=None, base=CPU_BASE, dataset_label=CPU_DATASET, linear=CPU_LINEAR,
-                          notes=(*CPU_NOTES, note))
-    return Experiment(**common, preset="cifar10", base={"optim": {"epochs": 200}}, dataset_label=CIFAR_DATASET,
-                      linear=FULL_LINEAR, notes=(*FULL_NOTES, note))
+    return at_scale(scale, common, linear=True, cpu_notes=(note,), full_notes=(note,))

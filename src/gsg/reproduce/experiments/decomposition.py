@@ -5,17 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from gsg.reproduce.experiments.base import (
-    CIFAR_DATASET,
-    CPU_BASE,
-    CPU_DATASET,
-    CPU_NOTES,
-    FULL_NOTES,
     Claim,
     Experiment,
     Overrides,
     RunDef,
     _merge,
     _sg,
+    at_scale,
 )
 from gsg.reproduce.experiments.paper import PAPER_ZHANG
 
@@ -109,11 +105,9 @@ def _decomposition(scale: str) -> Experiment:
                               "runs": tuple(runs), "evals": ("knn",), "knn_metric": "knn_k1", "chance": 10.0,
                               "claims": tuple(claims), "default_seeds": 1, "paper": {"zhang": PAPER_ZHANG},
                               "curves": DECOMPOSITION_CURVES}
-    if scale == "cpu":
-        return Experiment(**common, preset=None, base=CPU_BASE, dataset_label=CPU_DATASET,
-                          notes=(*CPU_NOTES, what, bn, "The run SimSiam w/ GSG w/o predictor with 4 crops is in the "
-                                 "full scale only (the hour); the runs named as Table 1's and Fig. 5's are those "
-                                 "trainings when the experiments share --runs."))
-    return Experiment(**common, preset="cifar10", base={"optim": {"epochs": 200}}, dataset_label=CIFAR_DATASET,
-                      notes=(*FULL_NOTES, what, bn, "Full scale: CIFAR-10, ResNet-18, 200 epochs (Table 1's "
-                             "setting; the paper's own schedule is not verified)."))
+    return at_scale(scale, common,
+                    cpu_notes=(what, bn, "The run SimSiam w/ GSG w/o predictor with 4 crops is in the full scale "
+                               "only (the hour); the runs named as Table 1's and Fig. 5's are those trainings when "
+                               "the experiments share --runs."),
+                    full_notes=(what, bn, "Full scale: CIFAR-10, ResNet-18, 200 epochs (Table 1's setting; the "
+                                "paper's own schedule is not verified)."))

@@ -5,19 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from gsg.reproduce.experiments.base import (
-    CIFAR_DATASET,
-    CPU_BASE,
-    CPU_DATASET,
-    CPU_LINEAR,
-    CPU_NOTES,
-    FULL_LINEAR,
-    FULL_NOTES,
     SG_LABEL,
     SG_SUFFIX,
     Claim,
     Experiment,
     RunDef,
     _sg,
+    at_scale,
 )
 from gsg.reproduce.experiments.paper import TIAN_CIFAR10, TIAN_STL10
 
@@ -55,10 +49,5 @@ def _directpred(scale: str) -> Experiment:
             "constant), not Tian et al.'s (lr 0.03, wd 4e-4, EMA 0.996), and the ½+½ loss (half the gradient per "
             "term of their summed 2−2cos). The projector has no output BatchNorm (`proj_last_bn = none`), as "
             "their released code, so F̂ is the uncentred correlation they prescribe.")
-    if scale == "cpu":
-        return Experiment(**common, preset=None, base=CPU_BASE, dataset_label=CPU_DATASET, linear=CPU_LINEAR,
-                          notes=(*CPU_NOTES, tian))
-    return Experiment(**common, preset="cifar10", base={"optim": {"epochs": 100}}, dataset_label=CIFAR_DATASET,
-                      linear=FULL_LINEAR,
-                      notes=(*FULL_NOTES, tian, "Full scale: CIFAR-10 for 100 epochs, to match Tian et al.'s "
-                             "Table 8."))
+    return at_scale(scale, common, linear=True, full_epochs=100, cpu_notes=(tian,),
+                    full_notes=(tian, "Full scale: CIFAR-10 for 100 epochs, to match Tian et al.'s Table 8."))

@@ -6,15 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from gsg.reproduce.experiments.base import (
-    CIFAR_DATASET,
-    CPU_BASE,
-    CPU_DATASET,
     CPU_EPOCHS,
-    CPU_LINEAR,
-    CPU_NOTES,
     CPU_TSNE,
-    FULL_LINEAR,
-    FULL_NOTES,
     FULL_TSNE,
     NAMES,
     SG_LABEL,
@@ -23,6 +16,7 @@ from gsg.reproduce.experiments.base import (
     Experiment,
     RunDef,
     _sg,
+    at_scale,
 )
 from gsg.reproduce.experiments.paper import PAPER_FIG4, PAPER_FIG5, PAPER_TABLE1, PAPER_TSNE
 
@@ -40,15 +34,10 @@ def _table1(scale: str) -> Experiment:
                               "paper_ref": "GSG paper, Table 1", "runs": _four_algorithms(),
                               "evals": ("knn", "linear"), "knn_metric": "knn_k1", "chance": 10.0,
                               "claims": gsg_better, "paper": {"table1": PAPER_TABLE1}}
-    if scale == "cpu":
-        return Experiment(**common, preset=None, base=CPU_BASE, default_seeds=1, dataset_label=CPU_DATASET,
-                          linear=CPU_LINEAR,
-                          notes=CPU_NOTES)
-    return Experiment(**common, preset="cifar10", base={"optim": {"epochs": 200}}, default_seeds=3,
-                      dataset_label=CIFAR_DATASET, linear=FULL_LINEAR,
-                      notes=(*FULL_NOTES, "Table 1 at full scale runs the CIFAR-10 half (3 seeds, as the paper); "
-                             "the ImageNet columns are the paper's only (our ImageNet recipe: `gsg reproduce "
-                             "table4 --scale full`, b=512 rows)."))
+    return at_scale(scale, common, linear=True, cpu={"default_seeds": 1}, full={"default_seeds": 3},
+                    full_notes=("Table 1 at full scale runs the CIFAR-10 half (3 seeds, as the paper); the ImageNet "
+                                "columns are the paper's only (our ImageNet recipe: `gsg reproduce table4 --scale "
+                                "full`, b=512 rows).",))
 
 
 def _fig4(scale: str) -> Experiment:
@@ -69,12 +58,10 @@ def _fig4(scale: str) -> Experiment:
                               "paper_ref": "GSG paper, Figure 4 and §6.1", "runs": runs, "evals": ("knn",),
                               "knn_metric": "knn_k1", "chance": 10.0, "claims": tuple(claims),
                               "paper": {"fig4": PAPER_FIG4}, "default_seeds": 1}
-    if scale == "cpu":
-        return Experiment(**common, preset=None, base=CPU_BASE, dataset_label=CPU_DATASET,
-                          notes=(*CPU_NOTES, f"Fig. 4 at cpu scale: 8 runs of {CPU_EPOCHS} epochs, kNN every 2 "
-                                 "epochs; the symmetric and guided runs are Table 1's."))
-    return Experiment(**common, preset="cifar10", base={"optim": {"epochs": 200}}, dataset_label=CIFAR_DATASET,
-                      notes=(*FULL_NOTES, "Fig. 4 at full scale reproduces the CIFAR-10 panels (c) and (d)."))
+    return at_scale(scale, common,
+                    cpu_notes=(f"Fig. 4 at cpu scale: 8 runs of {CPU_EPOCHS} epochs, kNN every 2 epochs; the "
+                               "symmetric and guided runs are Table 1's.",),
+                    full_notes=("Fig. 4 at full scale reproduces the CIFAR-10 panels (c) and (d).",))
 
 
 def _fig5(scale: str) -> Experiment:
@@ -92,15 +79,11 @@ def _fig5(scale: str) -> Experiment:
                               "paper_ref": "GSG paper, Figure 5 and §6.2", "runs": runs, "evals": ("knn",),
                               "knn_metric": "knn_k1", "chance": 10.0, "claims": claims,
                               "paper": {"fig5": PAPER_FIG5}, "default_seeds": 1}
-    if scale == "cpu":
-        return Experiment(**common, preset=None, base=CPU_BASE, dataset_label=CPU_DATASET,
-                          notes=(*CPU_NOTES, f"Fig. 5 at cpu scale: {CPU_EPOCHS} epochs (the paper runs CIFAR-10 "
-                                 "for 400 epochs to confirm complete collapse; collapse may not be complete this "
-                                 "early). "
-                                 "std(z/|z|)·√d is plotted too: 0 means complete collapse."))
-    return Experiment(**common, preset="cifar10", base={"optim": {"epochs": 400}}, dataset_label=CIFAR_DATASET,
-                      notes=(*FULL_NOTES, "Fig. 5 at full scale: CIFAR-10 for 400 epochs, as the paper (panels (c), "
-                             "(d))."))
+    return at_scale(scale, common, full_epochs=400,
+                    cpu_notes=(f"Fig. 5 at cpu scale: {CPU_EPOCHS} epochs (the paper runs CIFAR-10 for 400 epochs "
+                               "to confirm complete collapse; collapse may not be complete this early). "
+                               "std(z/|z|)·√d is plotted too: 0 means complete collapse.",),
+                    full_notes=("Fig. 5 at full scale: CIFAR-10 for 400 epochs, as the paper (panels (c), (d)).",))
 
 
 def _tsne(scale: str) -> Experiment:
