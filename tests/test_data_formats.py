@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from gsg.data import datasets, formats
+from gsg.data import datasets, formats, standard
 from gsg.data.datasets import FolderImageDataset, TensorImageDataset, load_dataset
 from gsg.errors import ConfigError, DataError
 
@@ -70,13 +70,13 @@ def save_png(path: Path, arr: np.ndarray, mode: str | None = None) -> Path:
 @pytest.fixture(autouse=True)
 def no_system_data(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Tests never see data installed on this machine nor the user's cache, and never download."""
-    monkeypatch.setattr(datasets, "SYSTEM_DATA_DIRS", {})
-    monkeypatch.setattr(datasets, "DEFAULT_DATA_DIR", tmp_path / "no-cache")
+    monkeypatch.setattr(standard, "SYSTEM_DATA_DIRS", {})
+    monkeypatch.setattr(standard, "DEFAULT_DATA_DIR", tmp_path / "no-cache")
 
     def no_network(name: str, root: Path) -> None:
         raise AssertionError("a test tried to download")
 
-    monkeypatch.setattr(datasets, "_download", no_network)
+    monkeypatch.setattr(standard, "_download", no_network)
 
 
 # -------------------------------------------------------------------------------------------------- IDX
@@ -404,14 +404,14 @@ def test_failed_download_falls_through_to_error(tmp_path: Path, monkeypatch: pyt
         calls.append((name, root))
         raise OSError("Network is unreachable")
 
-    monkeypatch.setattr(datasets, "_download", offline)
+    monkeypatch.setattr(standard, "_download", offline)
     with pytest.raises(DataError, match="download failed: OSError: Network is unreachable"):
         load_dataset("stl10", data_dir=tmp_path)
     assert calls == [("stl10", tmp_path)]
 
 
 def test_download_result_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(datasets, "_download", lambda name, root: write_mnist(root / "FashionMNIST" / "raw"))
+    monkeypatch.setattr(standard, "_download", lambda name, root: write_mnist(root / "FashionMNIST" / "raw"))
     ds = load_dataset("fashion-mnist", download=True)  # no data_dir: the (patched) cache folder
     assert len(ds) == 6 and ds.classes[0] == "T-shirt/top" and ds.mean == (0.2860,)
 
@@ -419,7 +419,7 @@ def test_download_result_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 def test_system_location_fallback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     system = tmp_path / "usr-share-datasets-fashion-mnist"
     written = write_mnist(system, gz=True)
-    monkeypatch.setattr(datasets, "SYSTEM_DATA_DIRS", {"fashion-mnist": (system,)})
+    monkeypatch.setattr(standard, "SYSTEM_DATA_DIRS", {"fashion-mnist": (system,)})
     ds = load_dataset("fashion-mnist", "test", data_dir=tmp_path / "empty", download=False)
     assert np.array_equal(ds.images[:, 0].numpy(), written["t10k"][0])
     with pytest.raises(DataError):  # the system location is for Fashion-MNIST only

@@ -141,7 +141,7 @@ def _idx(path: Path, magic: int, data: np.ndarray, slow: bool) -> None:
 
 
 def _shared_data_ranks(rank: int, root: Path, folder: Path, log: Path) -> dict[str, Any]:
-    from gsg.data import datasets, formats
+    from gsg.data import datasets, formats, standard
     from gsg.train.distributed import init_from_env, shutdown
 
     def slow_download(name: str, where: Path) -> None:
@@ -160,8 +160,8 @@ def _shared_data_ranks(rank: int, root: Path, folder: Path, log: Path) -> dict[s
         checked.append(str(path))
         return orig_check(path, full)
 
-    datasets.SYSTEM_DATA_DIRS = {}  # not this machine's installed copy: the download must run
-    datasets._download = slow_download  # type: ignore[assignment]
+    standard.SYSTEM_DATA_DIRS = {}  # not this machine's installed copy: the download must run
+    standard._download = slow_download  # type: ignore[assignment]
     formats.check_image = counted_check  # type: ignore[assignment]
     info = init_from_env("cpu")
     try:

@@ -21,7 +21,7 @@ training's augmentation generator, because the DataLoader fetches batches ahead 
 that depends on the number of workers. So the views are the same for any ``workers``, and a run resumed at
 batch k of an epoch gets exactly the crops the interrupted run would have had. The worker turns each view's
 uniforms into a box on the image's own height and width (torchvision's algorithm,
-``views.sample_crop_boxes``) and crops + resizes with PIL (bilinear, antialiased), as torchvision's
+``crops.sample_crop_boxes``) and crops + resizes with PIL (bilinear, antialiased), as torchvision's
 RandomResizedCrop does per image.
 """
 
@@ -37,8 +37,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from gsg.data.datasets import FolderImageDataset, ImageDataset
-from gsg.data.views import CROP_TRIES, Recipe
+from gsg.data.base import ImageDataset
+from gsg.data.crops import CROP_TRIES
+from gsg.data.folder import FolderImageDataset
+from gsg.data.recipes import Recipe
 from gsg.errors import ConfigError, DataError
 
 _SEED_STRIDE = 1000003  # prime: (seed, epoch) pairs map to distinct generator seeds for epoch < 1000003
