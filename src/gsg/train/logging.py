@@ -9,6 +9,8 @@ W&B (``run.wandb = true``; ``pip install 'gsg-ssl[wandb]'``): project ``run.wand
 writes the run under ``OUT/wandb`` — or ``$WANDB_DIR`` — for a later ``wandb sync``; ``disabled``). The
 resolved config is the W&B run's config. The W&B run id is kept in ``OUT/wandb_id``, so a resumed run
 continues the same W&B run.
+
+On the console: the one-line epoch summary (:func:`fmt_metrics`) and the progress bar (:func:`progress_bar`).
 """
 
 from __future__ import annotations
@@ -108,6 +110,20 @@ def _jsonable(v: Any) -> Any:
         return float(v)
     except (TypeError, ValueError):
         return str(v)
+
+
+def fmt_metrics(metrics: dict[str, Any]) -> str:
+    """``k=v`` pairs for the console, floats to 4 significant digits."""
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
+
+
+def progress_bar(total: int, initial: int, desc: str, *, enabled: bool) -> Any:
+    """A tqdm bar, or None when off (tqdm is imported only when one is wanted)."""
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, leave=False, dynamic_ncols=True)
 
 
 def read_metrics(path: str | Path, kind: str | None = None) -> list[dict[str, Any]]:
