@@ -4,6 +4,8 @@
   and where it cannot run at all (no held-out split) every rank must switch it off: no rank left at a barrier.
 - F2: a NaN loss on one rank must roll every rank back at the same step (on_nonfinite = "rollback").
 - F6: the stop-signal all-reduce (a host sync under NCCL) runs at log steps only, not every step.
+- A stop mid-epoch under DDP: every rank's running epoch sums go into the checkpoint and come back to that rank,
+  so the resumed epoch's means (the loss is all-reduced over ranks) equal an uninterrupted run's.
 - F9/F11: only rank 0 downloads a missing dataset and lists an image folder; the others reuse its work.
 (docs/gpu.md maps the review's findings to these tests.)
 """
@@ -129,6 +131,46 @@ def test_nan_on_one_rank_rolls_every_rank_back_together(tmp_path: Path) -> None:
     # F6: the stop flag's all-reduce ran at log steps (every 2nd) and epoch ends only, never in between.
     assert r0["stop_checks"] == r1["stop_checks"] and r0["stop_checks"]
     assert all(s % 2 == 0 for s in r0["stop_checks"])
+
+
+def _stop_resume_ranks(rank: int, out: Path, ports: tuple[int, int]) -> dict[str, Any]:
+    from conftest import tiny_config
+    from gsg.checkpoint import load_checkpoint
+    from gsg.train.distributed import shutdown
+    from gsg.train.loop import Interrupted, Trainer, pretrain
+
+    def cfg(name: str) -> Any:
+        return tiny_config(out / name, optim={"epochs": 2, "batch_size": 16, "lr": 0.05})
+
+    full = pretrain(cfg("full"))
+    os.environ["MASTER_PORT"] = str(ports[0])  # a fresh process group for the interrupted run
+    orig_stop = Trainer._stop_requested
+    Trainer._stop_requested = lambda self, signals: self.state.step == 2  # type: ignore[method-assign]
+    trainer = Trainer(cfg("part"))
+    try:
+        trainer.fit()
+        raise AssertionError("the stop at step 2 did not interrupt the run")
+    except Interrupted:
+        pass
+    finally:
+        shutdown(trainer.dist)
+    Trainer._stop_requested = orig_stop  # type: ignore[method-assign]
+    saved = load_checkpoint(out / "part" / "checkpoint.pt")["train_state"]
+    os.environ["MASTER_PORT"] = str(ports[1])
+    resumed = pretrain(cfg("part"), resume=True)
+    return {"full": full["history"], "resumed": resumed["history"], "batch_in_epoch": saved["batch_in_epoch"],
+            "partials": saved["partial_per_rank"]}
+
+
+def test_a_mid_epoch_stop_under_ddp_keeps_each_ranks_epoch_sums(tmp_path: Path) -> None:
+    r0, _ = run_ranks(_stop_resume_ranks, tmp_path, (free_port(), free_port()), timeout=300)
+    partials = r0["partials"]
+    assert r0["batch_in_epoch"] == 2 and [p["n"] for p in partials] == [2, 2]
+    assert not torch.equal(partials[0]["zstd_sum"], partials[1]["zstd_sum"])  # each rank's own batches
+    clock = ("epoch_time_s", "time")
+    assert len(r0["full"]) == len(r0["resumed"]) == 2
+    for x, y in zip(r0["full"], r0["resumed"], strict=True):
+        assert {k: v for k, v in x.items() if k not in clock} == {k: v for k, v in y.items() if k not in clock}
 
 
 def _idx(path: Path, magic: int, data: np.ndarray, slow: bool) -> None:

@@ -149,11 +149,13 @@ def test_interrupted_run_with_the_probe_resumes_bit_exactly(tmp_path: Path, opti
     pa, pb = a["train_state"]["probe"], b["train_state"]["probe"]
     for k in pa["head"]:
         assert torch.equal(pa["head"][k], pb["head"][k]), k
-    # the probe's metrics too, also for the interrupted epoch (its running counts were checkpointed; the loop's
-    # own epoch means of loss and z_std count only the batches after a mid-epoch resume)
+    # the probe's metrics too, also for the interrupted epoch (its running counts were checkpointed), and the
+    # loop's own epoch means (its running sums were checkpointed too): every metric but the clock's
     for x, y in zip(a["metrics"]["history"], b["metrics"]["history"], strict=True):
         keys = [k for k in x if k.startswith(("probe_", "knn_"))]
         assert len(keys) == 5 and [x[k] for k in keys] == [y[k] for k in keys]
+        clock = ("epoch_time_s", "time")
+        assert {k: v for k, v in x.items() if k not in clock} == {k: v for k, v in y.items() if k not in clock}
 
 
 def _folder_config(tmp_path: Path, **run: Any) -> Any:

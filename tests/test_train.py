@@ -147,10 +147,19 @@ def test_mid_epoch_signal_checkpoint_resumes_exactly(tmp_path: Path) -> None:
         trainer.fit()
     ts = load_checkpoint(Path(part.run.out) / "checkpoint.pt")["train_state"]
     assert (ts["epoch"], ts["batch_in_epoch"], ts["step"]) == (0, 3, 3)
+    assert ts["partial_per_rank"][0]["n"] == 3  # the interrupted epoch's running sums travel with the checkpoint
     pretrain(part, resume=True)
     a, b = _final_weights(full), _final_weights(part)
     for k in a:
         assert torch.equal(a[k], b[k]), k
+    # the interrupted epoch's means (loss, z_std, GSG case shares) cover all of its batches, as without the stop
+    ha, hb = (read_metrics(Path(c.run.out) / "metrics.jsonl", "epoch") for c in (full, part))
+    assert len(ha) == len(hb) == 2 and "case_11_21" in ha[0]
+    for x, y in zip(ha, hb, strict=True):
+        clock = ("epoch_time_s", "time")
+        assert {k: v for k, v in x.items() if k not in clock} == {k: v for k, v in y.items() if k not in clock}
+    # an epoch-end checkpoint carries no partial sums
+    assert load_checkpoint(Path(part.run.out) / "checkpoint.pt")["train_state"]["partial_per_rank"] is None
 
 
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(make_config, monkeypatch) -> None:

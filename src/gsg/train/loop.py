@@ -151,9 +151,11 @@ class Trainer:
 
     # ---------------------------------------------------------------- checkpoints, signals, monitor
     # Methods, not just the functions they call: they are the Trainer's API, and tests replace _stop_requested.
-    def checkpoint_dict(self, rng_states: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-        """The checkpoint of this run as a dict (gsg.train.resume); ``rng_states``: every rank's augmentation RNG."""
-        return build_checkpoint(self, rng_states)
+    def checkpoint_dict(self, rng_states: list[dict[str, Any]] | None = None,
+                        partials: list[dict[str, Any] | None] | None = None) -> dict[str, Any]:
+        """The checkpoint of this run as a dict (gsg.train.resume); ``rng_states``: every rank's augmentation RNG;
+        ``partials``: every rank's running sums of the epoch in progress."""
+        return build_checkpoint(self, rng_states, partials)
 
     def save(self) -> None:
         """Write the checkpoint to ``ckpt_path`` (collective: every rank calls it)."""
@@ -259,12 +261,16 @@ class Trainer:
         self.model.train()
         self.loader.set_epoch(epoch)
         start = self.state.batch_in_epoch
-        loss_sum = torch.zeros((), device=self.device)
-        zstd_sum = torch.zeros((), device=self.device)
-        n = 0
+        # the sums of the batches before a mid-epoch stop, when the checkpoint has them
+        acc = self.state.partial if start > 0 and self.state.partial is not None else {}
+        self.state.partial = None
+        loss_sum = acc["loss_sum"].to(self.device) if acc else torch.zeros((), device=self.device)
+        zstd_sum = acc["zstd_sum"].to(self.device) if acc else torch.zeros((), device=self.device)
+        case_sum = acc["case_sum"].to(self.device) if acc else torch.zeros(4, device=self.device)
+        n = int(acc.get("n", 0))
+        seconds_before = float(acc.get("elapsed_s", 0.0))
         last_z: Tensor | None = None
         last_stats: dict[str, Tensor] = {}
-        case_sum = torch.zeros(4, device=self.device)
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
         t0 = time.perf_counter()
         lr = self.optimizer.param_groups[0]["lr"]
@@ -311,6 +317,10 @@ class Trainer:
                     bar.close()
                 check_finite(self, first_bad)
                 check_weights_finite(self)
+                self.state.partial = {"loss_sum": loss_sum.detach().cpu(), "zstd_sum": zstd_sum.detach().cpu(),
+                                      "case_sum": case_sum.detach().cpu(), "n": n,
+                                      "elapsed_s": seconds_before + time.perf_counter() - t0,
+                                      "probe_counts": self.probe.running_counts() if self.probe else None}
                 self.save()
                 raise Interrupted(f"stopped by signal {signals.received or 15} at epoch {epoch + 1}, step "
                                   f"{self.state.step}; checkpoint saved to {self.ckpt_path}; continue with --resume")
@@ -321,7 +331,7 @@ class Trainer:
         n = max(n, 1)
         loss_mean = float(all_reduce_mean(loss_sum / n, self.dist))
         result = {"epoch": epoch + 1, "loss": loss_mean, "z_std": float(zstd_sum) / n,
-                  "epoch_time_s": time.perf_counter() - t0, "lr": lr}
+                  "epoch_time_s": seconds_before + time.perf_counter() - t0, "lr": lr}
         result.update(epoch_metrics(self, last_z, last_stats, case_sum, n))
         return result
 

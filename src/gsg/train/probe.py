@@ -140,6 +140,16 @@ class OnlineProbe:
         self.head.train()
         return 100.0 * int(correct) / max(seen, 1)
 
+    def running_counts(self) -> dict[str, Tensor]:
+        """This process's counts since the last :meth:`epoch_metrics` (under DDP each rank has its own, while
+        the weights agree): a mid-epoch checkpoint keeps every rank's."""
+        h = self.head
+        return {k: getattr(h, k).detach().cpu().clone() for k in ("correct", "seen", "loss_sum")}
+
+    def load_running_counts(self, counts: dict[str, Tensor]) -> None:
+        for k, v in counts.items():
+            getattr(self.head, k).copy_(v)
+
     def epoch_metrics(self) -> dict[str, float]:
         """``probe_top1`` (%) and ``probe_loss`` since the last call, summed over processes; resets the counts."""
         h = self.head

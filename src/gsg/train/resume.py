@@ -35,10 +35,15 @@ class TrainState:
     batch_in_epoch: int = 0  # batches of `epoch` already done (mid-epoch checkpoint on a signal)
     lr_scale: float = 1.0  # lowered by rollbacks after a non-finite loss
     history: list[dict[str, Any]] = field(default_factory=list)
+    # This rank's running sums of the epoch in progress (loss, z_std, GSG case shares, batches, seconds), kept
+    # in a mid-epoch checkpoint so that a resumed epoch's means cover the whole epoch, as without the stop.
+    partial: dict[str, Any] | None = None
 
 
-def build_checkpoint(trainer: Trainer, rng_states: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def build_checkpoint(trainer: Trainer, rng_states: list[dict[str, Any]] | None = None,
+                     partials: list[dict[str, Any] | None] | None = None) -> dict[str, Any]:
     rng_states = rng_states or [rng.capture(trainer.aug_gen, trainer.device)]
+    partials = partials or [trainer.state.partial]
     return {
         FORMAT_KEY: FORMAT_VERSION,
         "gsg_version": __version__,
@@ -55,6 +60,7 @@ def build_checkpoint(trainer: Trainer, rng_states: list[dict[str, Any]] | None =
             "batch_in_epoch": trainer.state.batch_in_epoch, "lr_scale": trainer.state.lr_scale,
             "rng": rng_states[0], "rng_per_rank": rng_states, "world_size": trainer.dist.world_size,
             "probe": trainer.probe.state_dict() if trainer.probe is not None else None,
+            "partial_per_rank": partials if trainer.state.batch_in_epoch > 0 else None,
         },
         "metrics": {"history": trainer.state.history},
     }
@@ -63,11 +69,14 @@ def build_checkpoint(trainer: Trainer, rng_states: list[dict[str, Any]] | None =
 def save_checkpoint(trainer: Trainer) -> None:
     """Write the checkpoint (collective: every rank must call it)."""
     states: list[Any] = [rng.capture(trainer.aug_gen, trainer.device)]
+    partials: list[Any] = [trainer.state.partial]
     if trainer.dist.enabled:  # every rank's RNG, so that each resumes its own augmentation and pairing stream
         states = [None] * trainer.dist.world_size
         torch.distributed.all_gather_object(states, rng.capture(trainer.aug_gen, trainer.device))
+        partials = [None] * trainer.dist.world_size  # and its own running epoch sums
+        torch.distributed.all_gather_object(partials, trainer.state.partial)
     if trainer.dist.is_main:
-        save_atomic(trainer.checkpoint_dict(states), trainer.ckpt_path)
+        save_atomic(trainer.checkpoint_dict(states, partials), trainer.ckpt_path)
     barrier(trainer.dist)
 
 
@@ -86,10 +95,14 @@ def restore(trainer: Trainer) -> None:
     ts = ckpt["train_state"]
     trainer.optimizer.load_state_dict(ts["optimizer"])
     trainer.scaler.load_state_dict(ts["scaler"])
-    trainer.state = TrainState(epoch=ts["epoch"], step=ts["step"], batch_in_epoch=ts["batch_in_epoch"],
-                               lr_scale=ts["lr_scale"], history=list(ckpt["metrics"]["history"]))
     per_rank = ts.get("rng_per_rank")
     same_world = isinstance(per_rank, list) and len(per_rank) == trainer.dist.world_size
+    # A checkpoint from before these sums existed, or from another world size: the resumed epoch's means then
+    # cover only the batches after the resume (the weights are exact either way).
+    partials = ts.get("partial_per_rank")
+    partial = partials[trainer.dist.rank] if same_world and isinstance(partials, list) else None
+    trainer.state = TrainState(epoch=ts["epoch"], step=ts["step"], batch_in_epoch=ts["batch_in_epoch"],
+                               lr_scale=ts["lr_scale"], history=list(ckpt["metrics"]["history"]), partial=partial)
     # Reseeded only when the checkpoint's generator ran on another device type (rng.restore warns).
     reseed = (trainer.cfg.run.seed * 7919 + trainer.dist.rank) * 1_000_003 + trainer.state.step
     rng.restore(per_rank[trainer.dist.rank] if same_world else ts["rng"], trainer.aug_gen, reseed=reseed,
@@ -99,7 +112,9 @@ def restore(trainer: Trainer) -> None:
             log.warning("%s has no online-probe state (made with the probe off): the probe starts afresh",
                         trainer.ckpt_path)
         else:
-            trainer.probe.load_state_dict(ts["probe"])
+            trainer.probe.load_state_dict(ts["probe"])  # rank 0's, whose weights every rank shares
+            if partial is not None and partial.get("probe_counts") is not None:
+                trainer.probe.load_running_counts(partial["probe_counts"])  # this rank's own epoch counts
     log.info("resumed from %s at epoch %d, step %d", trainer.ckpt_path, trainer.state.epoch, trainer.state.step)
 
 
