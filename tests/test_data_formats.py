@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from gsg.data import datasets, formats, standard
+from gsg.data import datasets, formats, images, standard
 from gsg.data.datasets import FolderImageDataset, TensorImageDataset, load_dataset
 from gsg.errors import ConfigError, DataError
 
@@ -312,7 +312,7 @@ def test_corrupt_files_skipped_and_counted(tmp_path: Path, caplog: pytest.LogCap
     save_png(tmp_path / "b" / "good.jpg", np.zeros((4, 4, 3), np.uint8))
     (tmp_path / "a" / "fake.png").write_text("this is not a PNG")
     _truncated_png(tmp_path / "b" / "cut.png")
-    with caplog.at_level(logging.WARNING, logger="gsg.data.formats"):
+    with caplog.at_level(logging.WARNING, logger="gsg.data.images"):
         ds = load_dataset("imagefolder", data_dir=tmp_path, image_size=4)
     assert len(ds) == 2 and ds.labels.tolist() == [0, 1]
     assert sorted(Path(f).name for f in ds.bad_files) == ["cut.png", "fake.png"]
@@ -344,25 +344,25 @@ def test_pil_modes_decode(tmp_path: Path) -> None:
     Image.fromarray(np.array([[0, 257 * 100, 65535]], np.uint16)).save(i16)
     tiny = save_png(tmp_path / "tiny.png", np.arange(18, dtype=np.uint8).reshape(2, 3, 3))  # 3 wide, 2 high
 
-    assert formats.decode_image(gray, 1).tolist() == [[[0, 128], [255, 7]]]
-    assert formats.decode_image(gray, 3).shape == (3, 2, 2)
-    assert formats.decode_image(rgba, 3)[:, 0, 0].tolist() == [10, 20, 30]
-    p = formats.decode_image(tmp_path / "p.png", 3)
+    assert images.decode_image(gray, 1).tolist() == [[[0, 128], [255, 7]]]
+    assert images.decode_image(gray, 3).shape == (3, 2, 2)
+    assert images.decode_image(rgba, 3)[:, 0, 0].tolist() == [10, 20, 30]
+    p = images.decode_image(tmp_path / "p.png", 3)
     assert p.shape == (3, 2, 2) and p[:, 0, 1].tolist() == [200, 100, 50] and p[:, 0, 0].tolist() == [0, 0, 0]
-    assert formats.decode_image(i16, 1).tolist() == [[[0, 100, 255]]]  # scaled, not clipped at 255
-    assert formats.decode_image(i16, 3).shape == (3, 1, 3)
+    assert images.decode_image(i16, 1).tolist() == [[[0, 100, 255]]]  # scaled, not clipped at 255
+    assert images.decode_image(i16, 3).shape == (3, 1, 3)
     for channels in (1, 3):
-        assert formats.decode_image(tiny, channels, size=5).shape == (channels, 5, 5)
+        assert images.decode_image(tiny, channels, size=5).shape == (channels, 5, 5)
     # 2x3 -> shorter side 4 -> 4x6 -> center crop columns 1..4; a constant image stays constant
     const = save_png(tmp_path / "const.png", np.full((2, 3, 3), 90, np.uint8))
-    assert np.all(formats.decode_image(const, 3, size=4) == 90)
+    assert np.all(images.decode_image(const, 3, size=4) == 90)
 
 
 def test_center_crop_takes_the_middle(tmp_path: Path) -> None:
     arr = np.zeros((4, 8), np.uint8)
     arr[:, 2:6] = 255  # a bright middle band: the 4x4 center crop sees only it
     p = save_png(tmp_path / "band.png", arr)
-    assert np.all(formats.decode_image(p, 1, size=4) == 255)
+    assert np.all(images.decode_image(p, 1, size=4) == 255)
 
 
 def test_empty_folder(tmp_path: Path) -> None:

@@ -183,7 +183,8 @@ def _idx(path: Path, magic: int, data: np.ndarray, slow: bool) -> None:
 
 
 def _shared_data_ranks(rank: int, root: Path, folder: Path, log: Path) -> dict[str, Any]:
-    from gsg.data import datasets, formats, standard
+    from gsg.data import datasets, standard
+    from gsg.data import images as image_files
     from gsg.train.distributed import init_from_env, shutdown
 
     def slow_download(name: str, where: Path) -> None:
@@ -196,7 +197,7 @@ def _shared_data_ranks(rank: int, root: Path, folder: Path, log: Path) -> dict[s
         _idx(raw / "train-labels-idx1-ubyte", 0x801, np.arange(20, dtype=np.uint8) % 10, slow=False)
 
     checked: list[str] = []
-    orig_check = formats.check_image
+    orig_check = image_files.check_image
 
     def counted_check(path: Any, full: bool = True) -> str | None:
         checked.append(str(path))
@@ -204,7 +205,7 @@ def _shared_data_ranks(rank: int, root: Path, folder: Path, log: Path) -> dict[s
 
     standard.SYSTEM_DATA_DIRS = {}  # not this machine's installed copy: the download must run
     standard._download = slow_download  # type: ignore[assignment]
-    formats.check_image = counted_check  # type: ignore[assignment]
+    image_files.check_image = counted_check  # type: ignore[assignment]
     info = init_from_env("cpu")
     try:
         fmnist = datasets.load_dataset("fashion-mnist", "train", data_dir=root, download=True, collective=True)

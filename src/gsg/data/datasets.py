@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from gsg.data import formats
+from gsg.data import images as image_files
 from gsg.data.base import ImageDataset as ImageDataset
 from gsg.data.base import TensorImageDataset as TensorImageDataset
 from gsg.data.collective import _rank0_first
@@ -155,7 +155,7 @@ def load_dataset(name: str, split: str = "train", *, data_dir: str | Path | None
     synthetic 32), tensor datasets are resized once, bilinear + antialias. subset: a fixed random subset of
     that many images chosen with seed. channels: 1 or 3 (default: native; folders and synthetic 3); converting
     a dataset changes its mean/std accordingly. synthetic_size: number of synthetic images (default 512 train,
-    256 test). check_images: how image-folder files are checked up front, see formats.list_image_folder.
+    256 test). check_images: how image-folder files are checked up front, see gsg.data.images.list_image_folder.
     collective: every process of an initialised torch.distributed group calls this together; rank 0 alone
     downloads missing files and lists (and checks) an image folder, the others wait and reuse its work (a
     download by every rank into one shared folder corrupts it; every rank opening 1.28M ImageNet files at
@@ -166,8 +166,8 @@ def load_dataset(name: str, split: str = "train", *, data_dir: str | Path | None
         raise ConfigError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     if split == "val" and key != "imagefolder":
         raise ConfigError(f"split 'val' exists only for image folders; {key} has 'train', 'test', 'pretrain'")
-    if on_bad_file not in formats.BAD_FILE_MODES:
-        raise ConfigError(f"on_bad_file must be one of {formats.BAD_FILE_MODES}, got {on_bad_file!r}")
+    if on_bad_file not in image_files.BAD_FILE_MODES:
+        raise ConfigError(f"on_bad_file must be one of {image_files.BAD_FILE_MODES}, got {on_bad_file!r}")
     if channels not in (None, 1, 3):
         raise ConfigError(f"channels must be 1 or 3, got {channels}")
     if image_size is not None and image_size < 1:
@@ -207,10 +207,10 @@ def _load_folder(split: str, data_dir: Path | None, image_size: int | None, subs
         raise ConfigError("dataset 'imagefolder' needs the folder: pass --data-dir (data_dir=) pointing to a "
                           "folder of images, with one subfolder per class if labelled (ImageNet: its root, "
                           "holding train/ and val/)")
-    def listing_of(first: bool, shared: object = None) -> formats.FolderListing:
+    def listing_of(first: bool, shared: object = None) -> image_files.FolderListing:
         if not first:
             return shared  # type: ignore[return-value]
-        return formats.list_image_folder(formats.image_folder_split(data_dir, split), on_bad_file=on_bad_file,
+        return image_files.list_image_folder(image_files.image_folder_split(data_dir, split), on_bad_file=on_bad_file,
                                          check=check_images)
 
     listing = _rank0_first(listing_of, collective)

@@ -1,6 +1,6 @@
 """Image folders as a dataset: ``FolderImageDataset`` decodes files on demand, as evaluation views or crops.
 
-``gsg.data.formats`` lists the folder and decodes its files; this module wraps them in the ``ImageDataset``
+``gsg.data.images`` lists the folder and decodes its files; this module wraps them in the ``ImageDataset``
 interface, with ImageNet's evaluation view (``folder_eval_resize``) and per-file RandomResizedCrop training
 views (``get_crops``, run in the loader's workers).
 """
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gsg.data import formats
+from gsg.data import images as image_files
 from gsg.data.base import ImageDataset, TensorImageDataset
 from gsg.data.crops import sample_crop_boxes
 from gsg.errors import ConfigError, DataError
@@ -94,7 +94,7 @@ class FolderImageDataset(ImageDataset):
 
     def _decode(self, path: str) -> np.ndarray:
         try:
-            return formats.decode_image(path, self.channels, self.image_size, self.resize)
+            return image_files.decode_image(path, self.channels, self.image_size, self.resize)
         except _DECODE_ERRORS as e:
             self._unreadable(path, e)
             return np.zeros((self.channels, self.image_size, self.image_size), dtype=np.uint8)
@@ -124,12 +124,12 @@ class FolderImageDataset(ImageDataset):
         for j, i in enumerate(idx):  # per-image decoding is inherent; an image's V boxes are drawn at once
             path = self.files[i]
             try:
-                img = formats.open_image(path, self.channels)
+                img = image_files.open_image(path, self.channels)
             except _DECODE_ERRORS as e:
                 self._unreadable(path, e)
                 continue
             boxes[:, j] = sample_crop_boxes(uniforms[:, j].float(), img.height, img.width, scale, ratio)
-            images[:, j] = formats.resized_crops(img, boxes[:, j].numpy(), size)
+            images[:, j] = image_files.resized_crops(img, boxes[:, j].numpy(), size)
         return torch.from_numpy(images), boxes
 
     def take(self, indices: torch.Tensor) -> FolderImageDataset:
