@@ -44,9 +44,9 @@ def test_the_table_reports_each_run_and_copies_finished_metrics_only(tmp_path: P
                     "random_init": {"label": "random-init backbone", "seeds": [0, 1, 2], "knn_k200": 74.61,
                                     "knn_k200_std": 1.16, "knn_k1": 77.43, "linear_top1": 76.03}}}))
     out = subprocess.run([sys.executable, str(SCRIPT), "--runs", str(runs), "--docs", str(docs), "--table",
-                          str(table), "crops", "table1"], capture_output=True, text=True, check=True)
+                          str(table), "crops=3", "table1=3"], capture_output=True, text=True, check=True)
     rows = {line.split(" | ")[1]: line for line in table.read_text().splitlines()
-            if line.startswith("| crops |")}
+            if line.startswith("| crops |") and line.count("|") == 8}
     assert rows["simsiam-s0"] == ("| crops | simsiam-s0 | SimSiam, symmetric, 2 crops | done (12 epochs) | 80.59 | "
                                   "82.48 | 85.81 |")
     assert "done (24 epochs, continued simsiam_gsg2-s0 after its 12)" in rows["simsiam_gsg2x2-s0"]
@@ -65,3 +65,37 @@ def test_the_table_reports_each_run_and_copies_finished_metrics_only(tmp_path: P
     assert json.loads((docs / "simsiam-s0" / "evals.json").read_text())["evals"]["linear"]["top1"] == 85.81
     assert not (docs / "simsiam_sym4-s0").exists()
     assert not list(docs.rglob("*.pt"))
+
+
+def _left(table: Path) -> dict[str, tuple[int, int]]:
+    """The 'still to train' rows: experiment -> (runs, single-core minutes)."""
+    rows = [line.strip("|").split("|") for line in table.read_text().splitlines() if line.count("|") == 4]
+    return {c[0].strip(): (int(c[1]), int(c[2])) for c in rows if c[1].strip().isdigit()}
+
+
+def test_the_minutes_still_to_train_count_partial_runs_and_the_reproductions_seeds(tmp_path: Path) -> None:
+    from gsg.reproduce import get_experiment, plan_runs
+    from gsg.reproduce.plan import _estimate
+
+    runs, docs, table = tmp_path / "runs", tmp_path / "docs", tmp_path / "progress.md"
+    _done(runs / "simsiam-s0", (80.0, 82.0), 85.0)
+
+    def left(sym4_epochs: int) -> dict[str, tuple[int, int]]:
+        if sym4_epochs:
+            (runs / "simsiam_sym4-s0").mkdir(parents=True, exist_ok=True)
+            (runs / "simsiam_sym4-s0" / "metrics.jsonl").write_text(_epoch_lines(sym4_epochs))
+        subprocess.run([sys.executable, str(SCRIPT), "--runs", str(runs), "--docs", str(docs), "--table",
+                        str(table), "crops=3", "table1=3"], capture_output=True, text=True, check=True)
+        return _left(table)
+
+    before = left(0)
+    # 21 of the control's 22 runs; Table 1 at 3 seeds adds BYOL and BYOL + GSG at seeds 1 and 2 (the rest are
+    # the control's runs, counted there)
+    assert before["crops"][0] == 21 and before["table1"][0] == 4
+    assert before["all"][0] == 25 and abs(before["all"][1] - before["crops"][1] - before["table1"][1]) <= 1
+    after = left(5)  # 5 of the 12 epochs of the 4-crop run trained: 5/12 of its cost is no longer to do
+    plan = next(p for p in plan_runs(get_experiment("crops", "cpu"), 3, Path("unused"), runs_dir=runs)
+                if p.key == "simsiam_sym4-s0")
+    saved = (_estimate(get_experiment("crops", "cpu"), plan) or 0.0) * 5 / 12 / 60
+    assert saved > 20 and abs((before["crops"][1] - after["crops"][1]) - saved) <= 1
+    assert after["crops"][0] == 21  # a partial run is still to train

@@ -2,12 +2,16 @@
 write a progress table.
 
     python docs/experiments/progress.py --runs runs/reproduce-cpu2 --docs docs/results/runs/cpu2 \
-        --table docs/results/progress.md crops table1 fig4 fig5 table4 tsne directpred decomposition
+        --table docs/results/progress.md crops=3 decomposition table4 fig5 table1=3 fig4 tsne directpred
 
-For every planned run (seed count as each experiment's default, or ``--seeds``) it reports done / partial (epochs
-so far) / to do, and for finished runs their final kNN (full splits) and linear probe. Finished runs get
-``metrics.jsonl``, ``command.txt`` and ``evals.json`` copied to ``--docs/<run>/`` (never checkpoints). Commit the
-result after each finished run: the runs are resumable and independent, so a session can end at any time.
+For every planned run it reports done / partial (epochs so far) / to do, and for finished runs their final kNN
+(full splits) and linear probe. ``EXPERIMENT=SEEDS`` plans the seeds that ``gsg reproduce --seeds`` is given
+(``reproduce_cpu2.sh`` runs crops and table1 with 3); a bare name plans the experiment's default, or ``--seeds``.
+Per experiment it adds the single-core minutes still to train by the cost model (``estimate_seconds``, as the dry
+runs), counting a partial run's remaining epochs and a 2x run that continues its 1x run as its second half.
+Finished runs get ``metrics.jsonl``, ``command.txt`` and ``evals.json`` copied to ``--docs/<run>/`` (never
+checkpoints). Commit the result after each finished run: the runs are resumable and independent, so a session
+can end at any time.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from gsg.reproduce.experiments import get_experiment
-from gsg.reproduce.plan import plan_runs
+from gsg.reproduce.plan import _estimate, plan_runs
+from gsg.reproduce.prefix import prefix_sources
 
 
 def _epochs_done(run_dir: Path) -> int:
@@ -55,16 +60,22 @@ def _mean_std(res: dict, key: str) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("experiments", nargs="+")
+    ap.add_argument("experiments", nargs="+", help="EXPERIMENT or EXPERIMENT=SEEDS (the reproduction's --seeds)")
     ap.add_argument("--runs", type=Path, required=True, help="the shared --runs directory of the reproductions")
     ap.add_argument("--docs", type=Path, required=True, help="where finished runs' metrics are copied")
     ap.add_argument("--table", type=Path, required=True, help="the Markdown progress table to write")
     ap.add_argument("--seeds", type=int, help="seeds per variant (default: each experiment's)")
     args = ap.parse_args()
     rows, seen = [], set()
-    for name in args.experiments:
+    left: dict[str, list[float]] = {}  # experiment -> single-core seconds of each run still to train
+    for spec in args.experiments:
+        name, _, n_seeds = spec.partition("=")
         exp = get_experiment(name, "cpu")
-        for plan in plan_runs(exp, args.seeds or exp.default_seeds, Path("unused"), runs_dir=args.runs):
+        seeds = int(n_seeds) if n_seeds else args.seeds or exp.default_seeds
+        plans = plan_runs(exp, seeds, Path("unused"), runs_dir=args.runs)
+        sources = prefix_sources(plans)
+        left[name] = []
+        for plan in plans:
             if plan.key in seen:
                 rows.append([name, plan.key, plan.run.label, "shared (see above)", "", "", ""])
                 continue
@@ -93,6 +104,10 @@ def main() -> None:
                 n = _epochs_done(plan.dir)
                 status = f"partial: {n}/{want} epochs" if n else "to do"
                 rows.append([name, plan.key, plan.run.label, status, "", "", ""])
+                source = sources.get(plan.key)
+                start = source.config.optim.epochs if source is not None else 0
+                trained = max(0, n - start) / max(1, want - start)
+                left[name].append((_estimate(exp, plan, source) or 0.0) * (1.0 - trained))
     done_n = sum(r[3].startswith("done") for r in rows)
     todo = [r for r in rows if not r[3].startswith(("done", "shared"))]
     lines = ["# Progress of the cpu-scale reproductions", "",
@@ -109,6 +124,11 @@ def main() -> None:
              f"[`{args.docs}`]({Path('runs') / args.docs.name}/). kNN on the whole train and test splits (k=200, "
              "T=0.1, and k=1); linear probe on frozen features of the whole train split. The first rows are the same "
              "protocol's baselines: a learned number that does not beat them says nothing was learned.", "",
+             "Still to train, by the cost model (single-core minutes; two runs at a time take about half as long on "
+             "the machine; an experiment's runs that an earlier one trains are counted there):", "",
+             "| experiment | runs to train | single-core minutes |", "|---|---|---|",
+             *(f"| {name} | {len(v)} | {sum(v) / 60:.0f} |" for name, v in left.items()),
+             f"| all | {sum(len(v) for v in left.values())} | {sum(map(sum, left.values())) / 60:.0f} |", "",
              "| experiment | run | variant | status | kNN k=200 | kNN k=1 | linear |", "|---|---|---|---|---|---|---|"]
     lines += ["| " + " | ".join(r) + " |" for r in _baseline_rows(args.runs) + rows]
     args.table.parent.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/../.."
 RUNS=runs/reproduce-cpu2
 progress() {
   python docs/experiments/progress.py --runs "$RUNS" --docs docs/results/runs/cpu2 --table docs/results/progress.md \
-    crops table1 fig4 fig5 table4 tsne directpred decomposition
+    crops=3 decomposition table4 fig5 table1=3 fig4 tsne directpred
 }
 for exp in crops decomposition table4 fig5 table1 fig4 tsne directpred; do
   seeds=1
