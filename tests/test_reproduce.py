@@ -466,6 +466,23 @@ def test_crops_table_and_baseline_section_render_given_numbers() -> None:
     assert "| SimSiam, GSG, 4 crops (the authors' scheme) | +1.9 / +8.5 | -0.6 / +6.9 | +4.0 / +8.0 |" in section
 
 
+def test_a_claim_over_unequal_seeds_shows_the_means_its_paired_difference_is_made_of() -> None:
+    # symmetric 2 crops has 3 seeds, GSG 4 crops only seed 0 so far: "80.5 vs 79.6; paired -0.1" would not add up
+    exp = get_experiment("crops", "cpu")
+    records = [{"name": name, "seed": seed, "status": "ok", "history": [], "final": {},
+                "evals": {"knn": {"knn_k200": v, "knn_k1": v}, "linear": {"top1": v}}}
+               for name, vals in (("simsiam_sym2", (80.6, 78.7, 79.5)), ("simsiam_gsg4", (80.5,)))
+               for seed, v in enumerate(vals)]
+    claims = {c["claim"]: c for c in runner.check_claims(exp, runner.aggregate(exp, records))}
+    ours = claims["SimSiam, the authors' comparison: GSG on 4 crops > symmetric on 2 (knn)"]["ours"]
+    assert ours == ("80.5 vs 80.6 on the paired seed(s) 0 (every seed: 80.5 vs 79.6); paired difference -0.1 "
+                    "(1 seed)")
+    records.append({**records[-1], "seed": 1, "evals": {"knn": {"knn_k200": 79.0, "knn_k1": 79.0}}})
+    records.append({**records[-1], "seed": 2, "evals": {"knn": {"knn_k200": 80.0, "knn_k1": 80.0}}})
+    claims = {c["claim"]: c for c in runner.check_claims(exp, runner.aggregate(exp, records))}
+    ours = claims["SimSiam, the authors' comparison: GSG on 4 crops > symmetric on 2 (knn)"]["ours"]
+    assert ours.startswith("79.8 vs 79.6; paired difference +0.2 [")  # equal seeds: the plain form
+
 def test_table4_has_simclr_and_moco_rows_and_compares_ranges() -> None:
     for scale, batches, moco_batch in (("cpu", (512, 256, 128), 128), ("full", (1024, 512, 256), 256)):
         exp = get_experiment("table4", scale)

@@ -91,6 +91,10 @@ def _by_seed(variants: dict[str, Any], name: str, metric: str) -> dict[int, floa
     return {int(k): v for k, v in by.items()}
 
 
+def _finite(by: dict[int, float | None]) -> list[int]:
+    return [k for k, v in by.items() if v is not None and math.isfinite(float(v))]
+
+
 ACCURACIES = ("knn", "knn_k1", "knn_k200", "knn_best", "linear", "tsne_knn")
 
 
@@ -133,8 +137,15 @@ def _verdict(c: Claim, variants: dict[str, Any], chance: float) -> dict[str, Any
         return {"verdict": "n/a", "ours": "missing"}
     if c.kind == "greater" and c.metric not in ACCURACIES:  # a history metric such as m_o, in [0, 1]
         return {"verdict": "holds" if a > b else "does not hold", "ours": f"{a:.3g} vs {b:.3g} ({a - b:+.3g})"}
-    diff = paired_difference(_by_seed(variants, c.a, c.metric), _by_seed(variants, c.b, c.metric))
+    by_a, by_b = _by_seed(variants, c.a, c.metric), _by_seed(variants, c.b, c.metric)
+    diff = paired_difference(by_a, by_b)
     ours = f"{a:.1f} vs {b:.1f}; paired difference {fmt_difference(diff)}"
+    paired = diff["seeds"]
+    if paired and (len(paired) < len(_finite(by_a)) or len(paired) < len(_finite(by_b))):
+        # the means over every seed and the difference over the shared ones would not add up: show both
+        pa, pb = (statistics.fmean(float(by[s]) for s in paired) for by in (by_a, by_b))  # type: ignore[arg-type]
+        ours = (f"{pa:.1f} vs {pb:.1f} on the paired seed(s) {', '.join(map(str, paired))} (every seed: {a:.1f} "
+                f"vs {b:.1f}); paired difference {fmt_difference(diff)}")
     if c.kind == "greater":  # it holds only when the difference counts (gsg.reproduce.stats)
         verdict = {"+": "holds", "-": "does not hold (reversed)", "=": "no difference that counts",
                    "?": "n/a"}[diff["direction"]]

@@ -28,9 +28,9 @@ from gsg.reproduce.markdown import table
 from gsg.reproduce.stats import fmt_difference, paired_difference
 
 DEFAULT = "matching"  # what rule 2 keeps: the paper's per-pair rule at the encoder cost of plain SimSiam
-MODES: dict[str, str] = {"matching": "2 crops, matched pairs (views reuse, pairing matching)",
-                         "cycle": "2 crops, the cycle (views reuse, pairing cycle)",
-                         "fresh": "4 crops (views fresh, the authors' scheme)"}
+MODES: dict[str, str] = {"matching": "2 crops in matched pairs: views reuse, pairing matching",
+                         "cycle": "2 crops in a cycle: views reuse, pairing cycle",
+                         "fresh": "4 crops, the authors' scheme: views fresh"}
 METRICS: tuple[tuple[str, str], ...] = (("knn", "kNN k=200"), ("linear", "linear probe"))
 
 
