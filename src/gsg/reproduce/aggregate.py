@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gsg.config import crops_per_image
@@ -86,13 +86,9 @@ def _mean(variants: dict[str, Any], name: str, metric: str) -> float | None:
     return variants.get(name, {}).get("metrics", {}).get(metric, {}).get("mean")
 
 
-def _by_seed(variants: dict[str, Any], name: str, metric: str) -> dict[int, float | None]:
+def by_seed(variants: Mapping[str, Any], name: str, metric: str) -> dict[int, float | None]:
     by = variants.get(name, {}).get("metrics", {}).get(metric, {}).get("by_seed", {})
     return {int(k): v for k, v in by.items()}
-
-
-def _finite(by: dict[int, float | None]) -> list[int]:
-    return [k for k, v in by.items() if v is not None and math.isfinite(float(v))]
 
 
 ACCURACIES = ("knn", "knn_k1", "knn_k200", "knn_best", "linear", "tsne_knn")
@@ -137,11 +133,12 @@ def _verdict(c: Claim, variants: dict[str, Any], chance: float) -> dict[str, Any
         return {"verdict": "n/a", "ours": "missing"}
     if c.kind == "greater" and c.metric not in ACCURACIES:  # a history metric such as m_o, in [0, 1]
         return {"verdict": "holds" if a > b else "does not hold", "ours": f"{a:.3g} vs {b:.3g} ({a - b:+.3g})"}
-    by_a, by_b = _by_seed(variants, c.a, c.metric), _by_seed(variants, c.b, c.metric)
+    by_a, by_b = by_seed(variants, c.a, c.metric), by_seed(variants, c.b, c.metric)
     diff = paired_difference(by_a, by_b)
     ours = f"{a:.1f} vs {b:.1f}; paired difference {fmt_difference(diff)}"
     paired = diff["seeds"]
-    if paired and (len(paired) < len(_finite(by_a)) or len(paired) < len(_finite(by_b))):
+    n_seeds = [variants[r]["metrics"][c.metric]["n"] for r in (c.a, c.b)]  # finite values per side (mean_std)
+    if paired and len(paired) < max(n_seeds):
         # the means over every seed and the difference over the shared ones would not add up: show both
         pa, pb = (statistics.fmean(float(by[s]) for s in paired) for by in (by_a, by_b))  # type: ignore[arg-type]
         ours = (f"{pa:.1f} vs {pb:.1f} on the paired seed(s) {', '.join(map(str, paired))} (every seed: {a:.1f} "

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gsg.reproduce.aggregate import by_seed
 from gsg.reproduce.markdown import table
 from gsg.reproduce.stats import fmt_difference, paired_difference
 
@@ -59,14 +60,15 @@ PER_EPOCH = Comparison("fresh", "simsiam_gsg4", "simsiam_gsg2", "12 epochs (4 cr
 RUNS: tuple[str, ...] = tuple(dict.fromkeys(r for c in (*GAINS, *HEAD_TO_HEAD, PER_EPOCH) for r in (c.a, c.b)))
 
 
-def _by_seed(variants: Mapping[str, Any], name: str, metric: str) -> dict[int, float | None]:
-    by = variants.get(name, {}).get("metrics", {}).get(metric, {}).get("by_seed", {})
-    return {int(k): v for k, v in by.items()}
-
-
 def _compare(variants: Mapping[str, Any], c: Comparison, metric: str) -> dict[str, Any]:
-    d = paired_difference(_by_seed(variants, c.a, metric), _by_seed(variants, c.b, metric))
+    d = paired_difference(by_seed(variants, c.a, metric), by_seed(variants, c.b, metric))
     return {"mode": c.mode, "a": c.a, "b": c.b, "passes": c.passes, **d}
+
+
+def _largest_win(comparisons: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The comparison with the largest mean among those that count in favour of their mode, or None."""
+    wins = [c for c in comparisons if c["direction"] == "+"]
+    return max(wins, key=lambda c: c["mean"]) if wins else None
 
 
 def decide(variants: Mapping[str, Any], metric: str = "knn") -> dict[str, Any]:
@@ -90,15 +92,13 @@ def decide(variants: Mapping[str, Any], metric: str = "knn") -> dict[str, Any]:
         missing = sorted({r for g in (*gains, *heads) if not g["n"] for r in (g["a"], g["b"])})
         return {**out, "mode": None, "rule": None, "reason": "not decided: no paired seed yet for "
                 + ", ".join(missing)}
-    counting = [g for g in gains if g["direction"] == "+"]
-    if counting:
-        best = max(counting, key=lambda g: g["mean"])
+    best = _largest_win(gains)
+    if best is not None:
         return {**out, "mode": best["mode"], "rule": 1,
                 "reason": f"rule 1: the largest gain that counts is {best['mode']}'s at {best['passes']} "
                           f"({fmt_difference(best)} over symmetric SimSiam)"}
-    beating = [h for h in heads if h["direction"] == "+"]
-    if beating:
-        best = max(beating, key=lambda h: h["mean"])
+    best = _largest_win(heads)
+    if best is not None:
         return {**out, "mode": best["mode"], "rule": 2,
                 "reason": f"rule 2: no mode's gain counts in its favour, and {best['mode']} beats matched pairs at "
                           f"{best['passes']} by a difference that counts ({fmt_difference(best)})"}
