@@ -111,6 +111,10 @@ def test_table1_end_to_end_skips_finished_runs_and_resumes_an_interrupted_one(
     how = {r["key"]: r["how"] for r in res["runs"]}
     assert how == {"simsiam-s0": "reused", "simsiam_gsg-s0": "reused", "byol-s0": "reused",
                    "byol_gsg-s0": "resumed from epoch 1"}
+    # its pretraining time counts the epoch trained before the resume too, by the epochs' own clocks
+    resumed = next(r for r in res["runs"] if r["key"] == "byol_gsg-s0")
+    assert resumed["pretrain_s"] == pytest.approx(sum(h["epoch_time_s"] for h in done["history"]))
+    assert resumed["pretrain_s"] > done["history"][0]["epoch_time_s"] > 0
 
     # results.json: every run, the aggregated metrics and the paper's numbers
     saved = json.loads((out / "results.json").read_text())

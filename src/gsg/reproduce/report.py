@@ -244,7 +244,7 @@ def results_markdown(res: dict[str, Any], exp: Experiment) -> str:
         "paper's numbers are copied from the paper.",
         "",
         f"**Runtime:** {minutes(t['wall_s'])} wall-clock for this invocation; {minutes(t['compute_s'])} recorded "
-        f"over the {len(res['runs'])} runs (pretraining + evaluations, as measured when each finished){est}.",
+        f"over the {len(res['runs'])} runs (pretraining by the epochs' clocks + evaluations){est}.",
         "",
         f"Command: `{res['command']}` (every run by hand: [commands.md](commands.md)).",
         "",
@@ -276,8 +276,12 @@ def results_markdown(res: dict[str, Any], exp: Experiment) -> str:
                       str(r["final"].get("epochs", DASH)), fmt(r["final"].get(res["knn_metric"])),
                       minutes(r.get("pretrain_s")), minutes(r.get("evals_s"))] for r in res["runs"]]),
               "",
-              "Times are wall-clock; a run that was resumed counts only the time of the call that finished it, "
-              "a reused run (done.json) the time recorded when it finished.",
+              "Pretraining is the sum of the run's epoch clocks over every call that trained it, so a resumed run "
+              "counts the epochs before its resume too, and a continued run (2× epochs) only the epochs after the "
+              "run it continues; an epoch stopped mid-way by a checkpoint made before 2026-12-01 counts only its part "
+              "after the resume. Evaluations are the wall clock of the call that ran them. Both are wall clock: they "
+              "include any time the run was paused (SIGSTOP) and grow with whatever else ran on the machine, so "
+              "compare costs with the cost model's estimate, not with this column.",
               ""]
     return "\n".join(lines)
 
