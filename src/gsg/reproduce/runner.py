@@ -60,10 +60,10 @@ from gsg.reproduce.pairing_rule import default_pairing
 from gsg.reproduce.plan import (
     PlannedRun,
     _check_seeds,
-    _estimate,
     _eval_settings,
     _split_overrides,
     default_out,
+    estimate,
     full_scale_launch,
     plan_runs,
     reproduce_command,
@@ -156,7 +156,7 @@ def reproduce(experiment: str, *, scale: str = "cpu", seeds: int | None = None,
         return {"worker": True, "experiment": exp.name, "runs": [p.key for p in plans]}
     command = reproduce_command(experiment, scale, n_seeds, out_path, device, base_overrides, runs_path, n_jobs)
     sources = prefix.prefix_sources(plans)
-    estimates = {p.key: _estimate(exp, p, sources.get(p.key)) for p in plans}
+    estimates = {p.key: estimate(exp, p, sources.get(p.key)) for p in plans}
     estimated = experiment_estimate(list(estimates.values()), n_jobs) if exp.scale == "cpu" else None
     name = dataset_name(plans[0].config, exp)
     header = {"format": RESULT_FORMAT, "experiment": exp.name, "scale": exp.scale, "title": exp.title,
