@@ -22,7 +22,7 @@ from gsg.config import load_config
 from gsg.errors import ConfigError
 from gsg.reproduce import EXPERIMENTS, SCALES, full_scale_launch, get_experiment, mean_std, plan_runs, reproduce
 from gsg.reproduce.experiments import CPU_COST, CPU_COST_SLOW, CPU_RUN_BUDGET_S, CPU_TRAIN_IMAGES, estimate_seconds
-from gsg.reproduce.report import results_table
+from gsg.reproduce.report import results_table, seeds_section
 
 TINY: dict[str, dict[str, Any]] = {
     "data": {"dataset": "synthetic", "image_size": 16, "subset": 64},
@@ -576,3 +576,19 @@ def test_the_crops_page_plots_knn_against_the_crops_each_image_was_encoded(tmp_p
     # the epochs panel, then the per-pass one: 2 crops x epochs 2, 4 -> 4, 8; 4 crops -> 8, 16
     sym2, gsg4 = variants["simsiam_sym2"]["label"], variants["simsiam_gsg4"]["label"]
     assert drawn == [(sym2, [2, 4]), (gsg4, [2, 4]), (sym2, [4, 8]), (gsg4, [8, 16])]
+
+
+def test_the_each_seed_table_gives_every_seeds_numbers_and_the_seeds_still_to_run() -> None:
+    def metric(by: dict[int, float]) -> dict[str, Any]:
+        return {"mean": sum(by.values()) / len(by), "by_seed": {str(s): v for s, v in by.items()}}
+
+    variants = {
+        "sym": {"label": "symmetric", "metrics": {"knn_k200": metric({0: 80.59, 1: 78.66}),
+                                                  "linear": metric({0: 85.81, 1: 84.55})}},
+        "rand": {"label": "random sg", "metrics": {"knn_k200": metric({0: 79.56}), "linear": metric({0: 84.36})}},
+    }
+    res = {"seeds": 3, "variants": variants, "missing": [{"key": "simsiam-s2", "label": "symmetric", "seed": 2}]}
+    md = "\n".join(seeds_section(res))
+    assert "| symmetric | 80.59 / 85.81 | 78.66 / 84.55 | to run |" in md
+    assert "| random sg | 79.56 / 84.36 |  |  |" in md  # one planned seed: the others are not "to run"
+    assert seeds_section({**res, "seeds": 1}) == []  # one seed: the results table already shows each number
