@@ -374,6 +374,14 @@ def test_experiment_definitions_follow_the_paper() -> None:
     assert sorted(r.name for r in dp.runs) == sorted(f"byol{g}_{p}" for g in ("", "_gsg")
                                                      for p in ("mlp", "linear", "directpred"))
     assert dp.paper["tian_stl10"]["directpred"] == (77.86, 0.16)
+    # the page's note names the optimisation each scale's runs use
+    dp_cpu = plan_runs(dp, 1, Path("o"))
+    assert {(p.config.optim.base_lr, p.config.optim.lr, p.config.optim.schedule) for p in dp_cpu} == {
+        (0.1, None, "constant")}
+    assert any("lr 0.1 × batch/256 constant" in n for n in dp.notes)
+    dp_full = get_experiment("directpred", "full")
+    assert {p.config.optim.lr for p in plan_runs(dp_full, 1, Path("o"))} == {0.06}
+    assert any("lr 0.06 constant" in n for n in dp_full.notes)
 
 
 def test_bad_input_names_the_valid_choices(tmp_path: Path) -> None:
