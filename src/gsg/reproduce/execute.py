@@ -241,8 +241,7 @@ def _run_one_locked(exp: Experiment, plan: PlannedRun, *, linear: LinearDef | No
         rec.update(status="diverged", error=str(exc))
     pretrain_s = time.perf_counter() - t0
     rec.update(history=history, final=_final_metrics(history), evals={},
-               times={"pretrain_s": pretrain_s, "evals_s": {}, "resumed_from_epoch": resumed_from,
-                      "train_epochs_s": sum(float(h.get("epoch_time_s", 0.0)) for h in history)})
+               times={"pretrain_s": pretrain_s, "evals_s": {}, "resumed_from_epoch": resumed_from})
     if rec["status"] == "ok":
         _run_evals(exp, plan, rec, linear, tsne, out)
     rec["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
