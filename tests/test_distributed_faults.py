@@ -117,7 +117,7 @@ def _nan_ranks(rank: int, out: Path) -> dict[str, Any]:
     finally:
         shutdown(trainer.dist)
     params = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
-    return {"rollbacks": trainer._rollbacks, "lr_scale": trainer.state.lr_scale, "step": trainer.state.step,
+    return {"rollbacks": trainer.rollbacks, "lr_scale": trainer.state.lr_scale, "step": trainer.state.step,
             "params": params, "fired": fired, "stop_checks": stop_checks}
 
 

@@ -75,7 +75,7 @@ def _left(table: Path) -> dict[str, tuple[int, int]]:
 
 def test_the_minutes_still_to_train_count_partial_runs_and_the_reproductions_seeds(tmp_path: Path) -> None:
     from gsg.reproduce import get_experiment, plan_runs
-    from gsg.reproduce.plan import _estimate
+    from gsg.reproduce.plan import estimate
 
     runs, docs, table = tmp_path / "runs", tmp_path / "docs", tmp_path / "progress.md"
     _done(runs / "simsiam-s0", (80.0, 82.0), 85.0)
@@ -96,6 +96,6 @@ def test_the_minutes_still_to_train_count_partial_runs_and_the_reproductions_see
     after = left(5)  # 5 of the 12 epochs of the 4-crop run trained: 5/12 of its cost is no longer to do
     plan = next(p for p in plan_runs(get_experiment("crops", "cpu"), 3, Path("unused"), runs_dir=runs)
                 if p.key == "simsiam_sym4-s0")
-    saved = (_estimate(get_experiment("crops", "cpu"), plan) or 0.0) * 5 / 12 / 60
+    saved = (estimate(get_experiment("crops", "cpu"), plan) or 0.0) * 5 / 12 / 60
     assert saved > 20 and abs((before["crops"][1] - after["crops"][1]) - saved) <= 1
     assert after["crops"][0] == 21  # a partial run is still to train

@@ -22,7 +22,7 @@ from gsg.config import load_config
 from gsg.errors import ConfigError
 from gsg.reproduce import EXPERIMENTS, SCALES, full_scale_launch, get_experiment, mean_std, plan_runs, reproduce
 from gsg.reproduce.experiments import CPU_COST, CPU_COST_SLOW, CPU_RUN_BUDGET_S, CPU_TRAIN_IMAGES, estimate_seconds
-from gsg.reproduce.report import results_table
+from gsg.reproduce.report import results_table, seeds_section
 
 TINY: dict[str, dict[str, Any]] = {
     "data": {"dataset": "synthetic", "image_size": 16, "subset": 64},
@@ -111,6 +111,10 @@ def test_table1_end_to_end_skips_finished_runs_and_resumes_an_interrupted_one(
     how = {r["key"]: r["how"] for r in res["runs"]}
     assert how == {"simsiam-s0": "reused", "simsiam_gsg-s0": "reused", "byol-s0": "reused",
                    "byol_gsg-s0": "resumed from epoch 1"}
+    # its pretraining time counts the epoch trained before the resume too, by the epochs' own clocks
+    resumed = next(r for r in res["runs"] if r["key"] == "byol_gsg-s0")
+    assert resumed["pretrain_s"] == pytest.approx(sum(h["epoch_time_s"] for h in done["history"]))
+    assert resumed["pretrain_s"] > done["history"][0]["epoch_time_s"] > 0
 
     # results.json: every run, the aggregated metrics and the paper's numbers
     saved = json.loads((out / "results.json").read_text())
@@ -370,6 +374,14 @@ def test_experiment_definitions_follow_the_paper() -> None:
     assert sorted(r.name for r in dp.runs) == sorted(f"byol{g}_{p}" for g in ("", "_gsg")
                                                      for p in ("mlp", "linear", "directpred"))
     assert dp.paper["tian_stl10"]["directpred"] == (77.86, 0.16)
+    # the page's note names the optimisation each scale's runs use
+    dp_cpu = plan_runs(dp, 1, Path("o"))
+    assert {(p.config.optim.base_lr, p.config.optim.lr, p.config.optim.schedule) for p in dp_cpu} == {
+        (0.1, None, "constant")}
+    assert any("lr 0.1 × batch/256 constant" in n for n in dp.notes)
+    dp_full = get_experiment("directpred", "full")
+    assert {p.config.optim.lr for p in plan_runs(dp_full, 1, Path("o"))} == {0.06}
+    assert any("lr 0.06 constant" in n for n in dp_full.notes)
 
 
 def test_bad_input_names_the_valid_choices(tmp_path: Path) -> None:
@@ -572,3 +584,19 @@ def test_the_crops_page_plots_knn_against_the_crops_each_image_was_encoded(tmp_p
     # the epochs panel, then the per-pass one: 2 crops x epochs 2, 4 -> 4, 8; 4 crops -> 8, 16
     sym2, gsg4 = variants["simsiam_sym2"]["label"], variants["simsiam_gsg4"]["label"]
     assert drawn == [(sym2, [2, 4]), (gsg4, [2, 4]), (sym2, [4, 8]), (gsg4, [8, 16])]
+
+
+def test_the_each_seed_table_gives_every_seeds_numbers_and_the_seeds_still_to_run() -> None:
+    def metric(by: dict[int, float]) -> dict[str, Any]:
+        return {"mean": sum(by.values()) / len(by), "by_seed": {str(s): v for s, v in by.items()}}
+
+    variants = {
+        "sym": {"label": "symmetric", "metrics": {"knn_k200": metric({0: 80.59, 1: 78.66}),
+                                                  "linear": metric({0: 85.81, 1: 84.55})}},
+        "rand": {"label": "random sg", "metrics": {"knn_k200": metric({0: 79.56}), "linear": metric({0: 84.36})}},
+    }
+    res = {"seeds": 3, "variants": variants, "missing": [{"key": "simsiam-s2", "label": "symmetric", "seed": 2}]}
+    md = "\n".join(seeds_section(res))
+    assert "| symmetric | 80.59 / 85.81 | 78.66 / 84.55 | to run |" in md
+    assert "| random sg | 79.56 / 84.36 |  |  |" in md  # one planned seed: the others are not "to run"
+    assert seeds_section({**res, "seeds": 1}) == []  # one seed: the results table already shows each number

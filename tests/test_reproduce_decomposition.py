@@ -43,6 +43,11 @@ def test_definitions_are_zhang_et_al_s_experiments_on_the_cpu_base(tmp_path: Pat
     assert cfg["byol"].ssl.method == "byol" and cfg["byol_nopred"].model.predictor == "none"
     full = {r.name for r in get_experiment("decomposition", "full").runs}
     assert full == set(cfg)
+    # the page's note on the projector's last BatchNorm says what every run at both scales uses
+    for scale in ("cpu", "full"):
+        scaled = get_experiment("decomposition", scale)
+        assert {p.config.model.proj_last_bn for p in plan_runs(scaled, 1, tmp_path / scale)} == {"affine"}
+        assert any("an affine BatchNorm (model.proj_last_bn = affine" in n for n in scaled.notes)
     # 4 crops are charged twice the training time of 2 crops
     one: dict[str, Any] = {"epochs": 10, "subset": 1024, "batch_size": 128, "knn_every": 0, "checkpoint_every": 10,
                            "evals": ("knn",)}

@@ -60,6 +60,10 @@ def test_a_continued_run_ends_with_the_weights_of_one_trained_straight_through(t
     saved = json.loads((long.dir / prefix.RECORD_NAME).read_text())
     assert saved["epoch"] == 2 and saved["by_hand"][1].startswith("cp ") and saved["by_hand"][2] == long.command
     assert [h["epoch"] for h in rec["history"]] == [1, 2, 3, 4]
+    # its pretraining time is its own two epochs, not the two that the run it continues already counts
+    clocks = [h["epoch_time_s"] for h in rec["history"]]
+    assert runner.train_seconds(rec) == pytest.approx(clocks[2] + clocks[3])
+    assert runner.train_seconds(records[1]) == pytest.approx(clocks[0] + clocks[1])
     steps = [json.loads(line)["step"] for line in (long.dir / "metrics.jsonl").read_text().splitlines()
              if json.loads(line).get("kind") == "step"]
     assert steps == list(range(1, 4 * 4 + 1))  # 64 images / batch 16: the copied steps, then the new ones

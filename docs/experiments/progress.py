@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from gsg.reproduce.experiments import get_experiment
-from gsg.reproduce.plan import _estimate, plan_runs
+from gsg.reproduce.plan import estimate, plan_runs
 from gsg.reproduce.prefix import prefix_sources
 
 
@@ -107,7 +107,7 @@ def main() -> None:
                 source = sources.get(plan.key)
                 start = source.config.optim.epochs if source is not None else 0
                 trained = max(0, n - start) / max(1, want - start)
-                left[name].append((_estimate(exp, plan, source) or 0.0) * (1.0 - trained))
+                left[name].append((estimate(exp, plan, source) or 0.0) * (1.0 - trained))
     done_n = sum(r[3].startswith("done") for r in rows)
     todo = [r for r in rows if not r[3].startswith(("done", "shared"))]
     lines = ["# Progress of the cpu-scale reproductions", "",

@@ -45,6 +45,7 @@ import json
 import os
 import pickle
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -124,13 +125,7 @@ def detectron2_state_dict(torchvision_state: dict[str, Tensor]) -> dict[str, np.
 def export_torchvision(ckpt_path: str | os.PathLike[str], out: str | os.PathLike[str], *,
                        target: bool = False) -> Path:
     """Write the backbone as a torchvision ResNet ``.pth`` state dict (+ ``<out>.json``); returns ``out``."""
-    ckpt = load_checkpoint(ckpt_path)
-    state = torchvision_state_dict(ckpt, target=target)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out, lambda f: torch.save(state, f))
-    _write_sidecar(out, ckpt, ckpt_path, "torchvision", target)
-    return out
+    return _export_state_dict(ckpt_path, out, "torchvision", torchvision_state_dict, target)
 
 
 def export_detectron2(ckpt_path: str | os.PathLike[str], out: str | os.PathLike[str], *,
@@ -195,12 +190,18 @@ def timm_state_dict(ckpt: dict[str, Any], *, target: bool = False) -> dict[str, 
 
 def export_timm(ckpt_path: str | os.PathLike[str], out: str | os.PathLike[str], *, target: bool = False) -> Path:
     """Write the backbone as a timm state dict ``.pth`` (+ ``<out>.json`` with the create_model kwargs)."""
+    return _export_state_dict(ckpt_path, out, "timm", timm_state_dict, target)
+
+
+def _export_state_dict(ckpt_path: str | os.PathLike[str], out: str | os.PathLike[str], fmt: str,
+                       state_dict: Callable[..., dict[str, Tensor]], target: bool) -> Path:
+    """Save ``state_dict(ckpt, target=...)`` with ``torch.save`` atomically, and its ``<out>.json`` sidecar."""
     ckpt = load_checkpoint(ckpt_path)
-    state = timm_state_dict(ckpt, target=target)
+    state = state_dict(ckpt, target=target)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     _atomic_write(out, lambda f: torch.save(state, f))
-    _write_sidecar(out, ckpt, ckpt_path, "timm", target)
+    _write_sidecar(out, ckpt, ckpt_path, fmt, target)
     return out
 
 

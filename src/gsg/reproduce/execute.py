@@ -22,7 +22,7 @@ from gsg.reproduce import prefix
 from gsg.reproduce.experiments import Experiment, LinearDef, TsneDef
 from gsg.reproduce.files import _write_json, _write_text
 from gsg.reproduce.lock import LOCK_POLL_S, _try_lock
-from gsg.reproduce.plan import KNN_K, PlannedRun, _estimate, knn_settings, tsne_png
+from gsg.reproduce.plan import KNN_K, PlannedRun, estimate, knn_settings, tsne_png
 from gsg.train.loop import CHECKPOINT_NAME, pretrain
 
 log = logging.getLogger("gsg.reproduce")
@@ -153,7 +153,7 @@ def run_all(exp: Experiment, plans: Sequence[PlannedRun], *, linear: LinearDef |
     pending = list(range(len(plans)))
     sources = prefix.prefix_sources(plans)
     index = {p.key: i for i, p in enumerate(plans)}
-    estimates = {p.key: _estimate(exp, p, sources.get(p.key)) for p in plans}
+    estimates = {p.key: estimate(exp, p, sources.get(p.key)) for p in plans}
     waiting = False
     while pending:
         for i in pending:
@@ -241,8 +241,7 @@ def _run_one_locked(exp: Experiment, plan: PlannedRun, *, linear: LinearDef | No
         rec.update(status="diverged", error=str(exc))
     pretrain_s = time.perf_counter() - t0
     rec.update(history=history, final=_final_metrics(history), evals={},
-               times={"pretrain_s": pretrain_s, "evals_s": {}, "resumed_from_epoch": resumed_from,
-                      "train_epochs_s": sum(float(h.get("epoch_time_s", 0.0)) for h in history)})
+               times={"pretrain_s": pretrain_s, "evals_s": {}, "resumed_from_epoch": resumed_from})
     if rec["status"] == "ok":
         _run_evals(exp, plan, rec, linear, tsne, out)
     rec["finished"] = datetime.now(UTC).isoformat(timespec="seconds")

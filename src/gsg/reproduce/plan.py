@@ -272,7 +272,7 @@ def _check_seeds(seeds: Any) -> int:
     return seeds
 
 
-def _estimate(exp: Experiment, plan: PlannedRun, source: PlannedRun | None = None) -> float | None:
+def estimate(exp: Experiment, plan: PlannedRun, source: PlannedRun | None = None) -> float | None:
     """Single-core seconds of ``plan``; a run that continues ``source`` trains only the epochs after it."""
     c = plan.config
     if exp.scale != "cpu":

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from gsg.reproduce import pairing_rule
+from gsg.reproduce.aggregate import by_seed
 from gsg.reproduce.experiments import (
     PAPER_FIG4,
     PAPER_FIG5,
@@ -232,6 +233,31 @@ def incomplete_banner(res: dict[str, Any]) -> list[str]:
             f"{names}. Rerun the command above (without --report-only) to train them.", ""]
 
 
+SEED_METRICS = (("knn_k200", "kNN k=200"), ("linear", "linear"))
+
+
+def seeds_section(res: dict[str, Any]) -> list[str]:
+    """Each seed's numbers of every variant (kNN k=200 / linear), so that a mean ± std can be read back; "to run"
+    for a planned seed that has not finished. Only when the experiment runs several seeds."""
+    if int(res.get("seeds") or 1) < 2:
+        return []
+    missing = {(m.get("label"), int(m["seed"])) for m in res.get("missing", [])}
+    shown = [(k, h) for k, h in SEED_METRICS if any(k in v.get("metrics", {}) for v in res["variants"].values())]
+    if not shown:
+        return []
+    rows = []
+    for name, v in res["variants"].items():
+        cells = [v.get("label") or name]
+        for seed in range(int(res["seeds"])):
+            vals = [by_seed(res["variants"], name, k).get(seed) for k, _ in shown]
+            cells.append(" / ".join(fmt(x, digits=2) for x in vals) if any(x is not None for x in vals) else
+                         "to run" if (v.get("label"), seed) in missing else "")
+        rows.append(cells)
+    return ["### Each seed", "", f"{' / '.join(h for _, h in shown)} of each finished run; an empty cell is a seed "
+            "the variant does not plan.", "",
+            table(["variant", *(f"seed {s}" for s in range(int(res["seeds"])))], rows), ""]
+
+
 def results_markdown(res: dict[str, Any], exp: Experiment) -> str:
     t = res["timing"]
     est = (f" (estimate on 2 CPU cores, {res.get('jobs', 1)} run(s) at a time: {minutes(t['estimated_s'])})"
@@ -244,7 +270,7 @@ def results_markdown(res: dict[str, Any], exp: Experiment) -> str:
         "paper's numbers are copied from the paper.",
         "",
         f"**Runtime:** {minutes(t['wall_s'])} wall-clock for this invocation; {minutes(t['compute_s'])} recorded "
-        f"over the {len(res['runs'])} runs (pretraining + evaluations, as measured when each finished){est}.",
+        f"over the {len(res['runs'])} runs (pretraining by the epochs' clocks + evaluations){est}.",
         "",
         f"Command: `{res['command']}` (every run by hand: [commands.md](commands.md)).",
         "",
@@ -255,6 +281,7 @@ def results_markdown(res: dict[str, Any], exp: Experiment) -> str:
         "",
         results_table(res),
         "",
+        *seeds_section(res),
         *baselines_section(res),
         "## The paper's claims, checked on our numbers",
         "",
@@ -276,8 +303,12 @@ def results_markdown(res: dict[str, Any], exp: Experiment) -> str:
                       str(r["final"].get("epochs", DASH)), fmt(r["final"].get(res["knn_metric"])),
                       minutes(r.get("pretrain_s")), minutes(r.get("evals_s"))] for r in res["runs"]]),
               "",
-              "Times are wall-clock; a run that was resumed counts only the time of the call that finished it, "
-              "a reused run (done.json) the time recorded when it finished.",
+              "Pretraining is the sum of the run's epoch clocks over every call that trained it, so a resumed run "
+              "counts the epochs before its resume too, and a continued run (2× epochs) only the epochs after the "
+              "run it continues; an epoch stopped mid-way by a checkpoint made before 2026-12-01 counts only its part "
+              "after the resume. Evaluations are the wall clock of the call that ran them. Both are wall clock: they "
+              "include any time the run was paused (SIGSTOP) and grow with whatever else ran on the machine, so "
+              "compare costs with the cost model's estimate, not with this column.",
               ""]
     return "\n".join(lines)
 

@@ -60,10 +60,10 @@ from gsg.reproduce.pairing_rule import default_pairing
 from gsg.reproduce.plan import (
     PlannedRun,
     _check_seeds,
-    _estimate,
     _eval_settings,
     _split_overrides,
     default_out,
+    estimate,
     full_scale_launch,
     plan_runs,
     reproduce_command,
@@ -156,7 +156,7 @@ def reproduce(experiment: str, *, scale: str = "cpu", seeds: int | None = None,
         return {"worker": True, "experiment": exp.name, "runs": [p.key for p in plans]}
     command = reproduce_command(experiment, scale, n_seeds, out_path, device, base_overrides, runs_path, n_jobs)
     sources = prefix.prefix_sources(plans)
-    estimates = {p.key: _estimate(exp, p, sources.get(p.key)) for p in plans}
+    estimates = {p.key: estimate(exp, p, sources.get(p.key)) for p in plans}
     estimated = experiment_estimate(list(estimates.values()), n_jobs) if exp.scale == "cpu" else None
     name = dataset_name(plans[0].config, exp)
     header = {"format": RESULT_FORMAT, "experiment": exp.name, "scale": exp.scale, "title": exp.title,
@@ -272,16 +272,32 @@ def _launch(experiment: str, scale: str, out: Path, seeds: int, base_overrides: 
         return []
 
 
+def train_seconds(rec: dict[str, Any]) -> float | None:
+    """Seconds of pretraining over every call that trained this run, from the epochs' own clocks.
+
+    The wall clock of the finishing call (``times.pretrain_s``) misses the epochs an interrupted run trained before
+    its resume. A continued run (``gsg.reproduce.prefix``) counts only the epochs after the run it continues, which
+    that run already counts. ``None`` for a record without epoch clocks.
+    """
+    after = int((rec.get("continued_from") or {}).get("epoch", 0))
+    clocks = [float(h["epoch_time_s"]) for h in rec.get("history", [])
+              if h.get("epoch_time_s") is not None and int(h.get("epoch", 0)) > after]
+    return sum(clocks) if clocks else None
+
+
 def _run_summary(rec: dict[str, Any], plan: PlannedRun) -> dict[str, Any]:
     times = rec.get("times", {})
     evals_s = sum(times.get("evals_s", {}).values())
+    train_s = train_seconds(rec)
+    pretrain_s = train_s if train_s is not None else times.get("pretrain_s")
     return {"key": rec["key"], "name": rec["name"], "label": rec.get("label"), "group": rec.get("group"),
             "seed": rec["seed"], "status": rec.get("status", "ok"), "error": rec.get("error"),
             "how": rec.get("how"), "continues": rec.get("continued_from"), "dir": str(plan.dir),
             "final": rec.get("final", {}),
-            "evals": rec.get("evals", {}), "pretrain_s": times.get("pretrain_s"), "evals_s": evals_s,
+            "evals": rec.get("evals", {}), "pretrain_s": pretrain_s,
+            "pretrain_s_this_call": times.get("pretrain_s"), "evals_s": evals_s,
             "resumed_from_epoch": times.get("resumed_from_epoch", 0),
-            "run_s": (times.get("pretrain_s") or 0.0) + evals_s, "wall_s_this_call": rec.get("wall_s_this_call"),
+            "run_s": (pretrain_s or 0.0) + evals_s, "wall_s_this_call": rec.get("wall_s_this_call"),
             "command": plan.command, "eval_commands": plan.eval_commands,
             "curve": {"epoch": [h.get("epoch") for h in rec.get("history", [])],
                       "knn_k1": [h.get("knn_k1") for h in rec.get("history", [])],

@@ -20,8 +20,8 @@ def kept_message(trainer: Trainer) -> str:
     """The end of a divergence message: the checkpoint that survives, and what to try."""
     kept = (f"the last good checkpoint {trainer.ckpt_path} (epoch {saved_epoch(trainer.ckpt_path)}) is kept"
             if trainer.ckpt_path.is_file() else "no checkpoint had been written yet")
-    if trainer.cfg.run.on_nonfinite == "rollback" and trainer._rollbacks:
-        return (f"{kept}, after {trainer._rollbacks} rollbacks to it with the lr scaled down to "
+    if trainer.cfg.run.on_nonfinite == "rollback" and trainer.rollbacks:
+        return (f"{kept}, after {trainer.rollbacks} rollbacks to it with the lr scaled down to "
                 f"{trainer.state.lr_scale:g}. Lower --lr or check the data.")
     return f"{kept}. Lower --lr, check the data, or set run.on_nonfinite = 'rollback'."
 

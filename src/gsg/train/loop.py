@@ -122,7 +122,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
         self.aug_gen = torch.Generator(device=self.device)
         self.aug_gen.manual_seed(cfg.run.seed * 7919 + self.dist.rank)
-        self._knn_data: tuple[ImageDataset, ImageDataset] | None = None
+        self.knn_data: tuple[ImageDataset, ImageDataset] | None = None
         self.probe, self.probe_mode = make_probe(self)
         self.tap = FeatureTap(self.model.backbone) if self.probe_mode == "views" else None
         self.state = TrainState()
@@ -146,8 +146,8 @@ class Trainer:
                                config=cfg.to_dict()) if cfg.run.wandb else None)
         self.logger = MetricsLogger(self.out, enabled=self.dist.is_main, tensorboard=cfg.run.tensorboard, wandb=wandb)
         if cfg.run.knn_every:  # (run.monitor_data_dir's data were loaded by make_probe)
-            self._knn_data = load_knn_data(self)
-        self._rollbacks = 0
+            self.knn_data = load_knn_data(self)
+        self.rollbacks = 0
 
     # ---------------------------------------------------------------- checkpoints, signals, monitor
     # Methods, not just the functions they call: they are the Trainer's API, and tests replace _stop_requested.
@@ -342,15 +342,15 @@ class Trainer:
     # ---------------------------------------------------------------- driver
     def fit(self) -> dict[str, Any]:
         cfg = self.cfg
-        self._rollbacks = 0
+        self.rollbacks = 0
         with Signals() as signals:
             while self.state.epoch < cfg.optim.epochs:
                 try:
                     metrics = self.train_epoch(signals)
                 except TrainingDiverged:
-                    if cfg.run.on_nonfinite != "rollback" or not self.ckpt_path.is_file() or self._rollbacks >= 3:
+                    if cfg.run.on_nonfinite != "rollback" or not self.ckpt_path.is_file() or self.rollbacks >= 3:
                         raise
-                    self._rollbacks += 1
+                    self.rollbacks += 1
                     rollback(self)
                     continue
                 self.state.epoch += 1

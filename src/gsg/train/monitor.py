@@ -1,7 +1,7 @@
 """The online monitors of a pretraining run: the kNN monitor on clean labelled data (rank 0 embeds, every rank
 gets the result) and the online linear probe, which trains on the same monitor data or on the views.
 
-The monitor data live on the trainer (``trainer._knn_data``): ``make_probe`` loads run.monitor_data_dir's,
+The monitor data live on the trainer (``trainer.knn_data``): ``make_probe`` loads run.monitor_data_dir's,
 ``load_knn_data`` the dataset's own train bank and held-out split.
 """
 
@@ -27,9 +27,9 @@ def make_probe(trainer: Trainer) -> tuple[OnlineProbe | None, str | None]:
     """The online linear probe (gsg.train.probe) and its mode: "views", "monitor", or off (None)."""
     run = trainer.cfg.run
     if run.monitor_data_dir:  # asked for: unusable monitor data is an error, not a warning
-        trainer._knn_data = monitor_datasets(trainer.cfg, image_size=trainer.image_size,
+        trainer.knn_data = monitor_datasets(trainer.cfg, image_size=trainer.image_size,
                                              channels=trainer.train_ds.channels)
-        mode, classes = "monitor", trainer._knn_data[0].num_classes
+        mode, classes = "monitor", trainer.knn_data[0].num_classes
         if not run.knn_every:
             if run.online_probe:
                 raise ConfigError("the online probe on run.monitor_data_dir trains at kNN-monitor epochs, but "
@@ -71,10 +71,10 @@ def load_knn_data(trainer: Trainer) -> tuple[ImageDataset, ImageDataset] | None:
     reason: str | None = None
     data: tuple[ImageDataset, ImageDataset] | None = None
     if cfg.run.monitor_data_dir:  # a separate labelled folder (gsg.train.probe.monitor_datasets)
-        if trainer._knn_data is None:
-            trainer._knn_data = monitor_datasets(cfg, image_size=trainer.image_size,
+        if trainer.knn_data is None:
+            trainer.knn_data = monitor_datasets(cfg, image_size=trainer.image_size,
                                                  channels=trainer.train_ds.channels)
-        return trainer._knn_data
+        return trainer.knn_data
     if trainer.dist.is_main:
         split = held_out_split(d.dataset, d.data_dir)  # val/ where an image folder has no test/ (ImageNet)
         try:
@@ -106,9 +106,9 @@ def load_knn_data(trainer: Trainer) -> tuple[ImageDataset, ImageDataset] | None:
 def knn_metrics(trainer: Trainer) -> dict[str, float]:
     """kNN accuracy of the backbone on the clean (un-augmented) train bank and test set (rank 0)."""
     cfg = trainer.cfg
-    if trainer._knn_data is None:
+    if trainer.knn_data is None:
         return {}
-    bank, test = trainer._knn_data
+    bank, test = trainer.knn_data
     kw = {"batch_size": 512, "device": trainer.device, "size": trainer.image_size, "mean": trainer.train_ds.mean,
           "std": trainer.train_ds.std, "channels_last": trainer.channels_last, "amp_dtype": trainer.amp,
           "workers": cfg.data.workers}
