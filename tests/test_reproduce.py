@@ -595,8 +595,15 @@ def test_the_each_seed_table_gives_every_seeds_numbers_and_the_seeds_still_to_ru
                                                   "linear": metric({0: 85.81, 1: 84.55})}},
         "rand": {"label": "random sg", "metrics": {"knn_k200": metric({0: 79.56}), "linear": metric({0: 84.36})}},
     }
-    res = {"seeds": 3, "variants": variants, "missing": [{"key": "simsiam-s2", "label": "symmetric", "seed": 2}]}
+    res = {"seeds": 3, "variants": variants, "knn_metric": "knn_k200",
+           "missing": [{"key": "simsiam-s2", "label": "symmetric", "seed": 2}]}
     md = "\n".join(seeds_section(res))
+    assert "kNN k=200 / linear of each finished run" in md
     assert "| symmetric | 80.59 / 85.81 | 78.66 / 84.55 | to run |" in md
     assert "| random sg | 79.56 / 84.36 |  |  |" in md  # one planned seed: the others are not "to run"
     assert seeds_section({**res, "seeds": 1}) == []  # one seed: the results table already shows each number
+    # a page whose claims read kNN k=1 (Table 1) lists k=1
+    variants["sym"]["metrics"]["knn_k1"] = metric({0: 82.48, 1: 81.48})
+    k1 = "\n".join(seeds_section({**res, "knn_metric": "knn_k1"}))
+    assert "kNN k=1 / linear of each finished run" in k1
+    assert "| symmetric | 82.48 / 85.81 | 81.48 / 84.55 | to run |" in k1

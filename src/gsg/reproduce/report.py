@@ -233,16 +233,14 @@ def incomplete_banner(res: dict[str, Any]) -> list[str]:
             f"{names}. Rerun the command above (without --report-only) to train them.", ""]
 
 
-SEED_METRICS = (("knn_k200", "kNN k=200"), ("linear", "linear"))
-
-
 def seeds_section(res: dict[str, Any]) -> list[str]:
-    """Each seed's numbers of every variant (kNN k=200 / linear), so that a mean ± std can be read back; "to run"
-    for a planned seed that has not finished. Only when the experiment runs several seeds."""
+    """Each seed's numbers of every variant (the page's kNN, then linear), so that a mean ± std can be read back;
+    "to run" for a planned seed that has not finished. Only when the experiment runs several seeds."""
     if int(res.get("seeds") or 1) < 2:
         return []
     missing = {(m.get("label"), int(m["seed"])) for m in res.get("missing", [])}
-    shown = [(k, h) for k, h in SEED_METRICS if any(k in v.get("metrics", {}) for v in res["variants"].values())]
+    metrics = ((res.get("knn_metric", "knn_k200"), f"kNN {_knn_label(res)}"), ("linear", "linear"))
+    shown = [(k, h) for k, h in metrics if any(k in v.get("metrics", {}) for v in res["variants"].values())]
     if not shown:
         return []
     rows = []
