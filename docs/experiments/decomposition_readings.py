@@ -10,8 +10,8 @@ Each RUN_DIR is a `gsg pretrain` run with ``run.log_decomposition`` on (the defa
 m_o and m_r of the projections (``z_center_ratio``, ``z_residual_ratio``), the extra gradient's centre-to-residual
 norm ratio (``ge_center_residual_ratio``) and the de-centring coefficient η_p (``eta_p``), measured on the
 epoch's last batch (``gsg.train.epoch_metrics``), and for a directed policy (GSG, random, reverse) η_sel of its
-selection gradient, the policy's gradient minus the symmetric loss's (docs/decomposition.md). Reads done.json's history when the run has
-finished, else metrics.jsonl, and says which.
+selection gradient, the policy's gradient minus the symmetric loss's (docs/decomposition.md). Reads done.json's
+history when the run has finished, else metrics.jsonl, and says which.
 """
 
 from __future__ import annotations
