@@ -236,7 +236,8 @@ def incomplete_banner(res: dict[str, Any]) -> list[str]:
 def seeds_section(res: dict[str, Any]) -> list[str]:
     """Each seed's numbers of every variant (the page's kNN, then linear), so that a mean ± std can be read back;
     "to run" for a planned seed that has not finished. Only when the experiment runs several seeds."""
-    if int(res.get("seeds") or 1) < 2:
+    seeds = range(int(res.get("seeds") or 1))
+    if len(seeds) < 2:
         return []
     missing = {(m.get("label"), int(m["seed"])) for m in res.get("missing", [])}
     metrics = ((res.get("knn_metric", "knn_k200"), f"kNN {_knn_label(res)}"), ("linear", "linear"))
@@ -245,15 +246,15 @@ def seeds_section(res: dict[str, Any]) -> list[str]:
         return []
     rows = []
     for name, v in res["variants"].items():
+        per_metric = [by_seed(res["variants"], name, k) for k, _ in shown]
         cells = [v.get("label") or name]
-        for seed in range(int(res["seeds"])):
-            vals = [by_seed(res["variants"], name, k).get(seed) for k, _ in shown]
+        for seed in seeds:
+            vals = [m.get(seed) for m in per_metric]
             cells.append(" / ".join(fmt(x, digits=2) for x in vals) if any(x is not None for x in vals) else
                          "to run" if (v.get("label"), seed) in missing else "")
         rows.append(cells)
     return ["### Each seed", "", f"{' / '.join(h for _, h in shown)} of each finished run; an empty cell is a seed "
-            "the variant does not plan.", "",
-            table(["variant", *(f"seed {s}" for s in range(int(res["seeds"])))], rows), ""]
+            "the variant does not plan.", "", table(["variant", *(f"seed {s}" for s in seeds)], rows), ""]
 
 
 def results_markdown(res: dict[str, Any], exp: Experiment) -> str:
