@@ -14,19 +14,10 @@ from conftest import random_backbone_checkpoint
 from gsg.checkpoint import file_sha256
 from gsg.errors import ConfigError, DataError
 from gsg.eval import transfer as tr
+from gsg.eval import transfer_sources as sources
 from gsg.eval.results import read_result
-from gsg.eval.transfer import (
-    FeatureSplit,
-    _PILToUint8,
-    _VOCTarget,
-    embed_pil_dataset,
-    evaluate_splits,
-    per_class_split,
-    random_val_split,
-    resolve_dataset,
-    transfer,
-    transfer_evaluate,
-)
+from gsg.eval.transfer import FeatureSplit, embed_pil_dataset, evaluate_splits, transfer, transfer_evaluate
+from gsg.eval.transfer_sources import _PILToUint8, _VOCTarget, per_class_split, random_val_split, resolve_dataset
 
 
 def test_metric_per_dataset_matches_the_paper() -> None:
@@ -37,7 +28,7 @@ def test_metric_per_dataset_matches_the_paper() -> None:
     for name in top1:
         assert resolve_dataset(name).metric == "top1"
     assert resolve_dataset("VOC").metric == "voc11_map"
-    own_val = {n for n, d in tr.TRANSFER_DATASETS.items() if d.own_val and d.source == "torchvision"}
+    own_val = {n for n, d in sources.TRANSFER_DATASETS.items() if d.own_val and d.source == "torchvision"}
     assert own_val == {"aircraft", "dtd", "flowers", "voc2007"}
     with pytest.raises(ConfigError, match="did you mean 'cifar10'"):
         resolve_dataset("cifar1O")
@@ -69,7 +60,7 @@ def test_voc_target_positive_and_difficult() -> None:
         {"name": "person", "difficult": "1"}, {"name": "person", "difficult": "0"},
     ]}}
     t = _VOCTarget()(ann)
-    idx = tr.VOC_CLASSES.index
+    idx = sources.VOC_CLASSES.index
     assert t[0].nonzero().flatten().tolist() == sorted([idx("dog"), idx("person")])
     assert t[1].nonzero().flatten().tolist() == [idx("cat")]  # person has a non-difficult instance
 
@@ -130,7 +121,7 @@ def test_evaluate_splits_multilabel() -> None:
 
 def test_missing_torchvision_dataset_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="download"):
-        tr._open_torchvision("dtd", "train", tmp_path, download=False, size=224, seed=0)
+        sources.open_torchvision_split("dtd", "train", tmp_path, download=False, size=224, seed=0)
 
 
 def test_transfer_end_to_end_with_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -279,12 +279,12 @@ def test_linear_probe_on_folders_crops_full_images_and_resizes_the_test_view_onc
 
 
 def test_transfer_keeps_the_protocols_whole_shorter_side_view_for_folders(tmp_path: Path) -> None:
-    from gsg.eval.transfer import _load_gsg
+    from gsg.eval.transfer_sources import load_gsg_split
 
     arr = np.random.default_rng(2).integers(0, 256, (H, W, 3), dtype=np.uint8)
     (tmp_path / "train" / "a").mkdir(parents=True)
     Image.fromarray(arr).save(tmp_path / "train" / "a" / "x.png")
-    ds = _load_gsg("imagefolder", "train", tmp_path, False, 96)
+    ds = load_gsg_split("imagefolder", "train", tmp_path, False, 96)
     assert ds.resize == 96  # Ericsson et al.: shorter side to the size, centre crop (no 256/224 margin)
     ref = TF.center_crop(TF.resize(Image.fromarray(arr), 96, antialias=True), [96, 96])
     assert torch.equal(ds.get(torch.tensor([0]))[0], TF.pil_to_tensor(ref))

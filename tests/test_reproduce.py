@@ -560,7 +560,7 @@ def test_the_crops_page_plots_knn_against_the_crops_each_image_was_encoded(tmp_p
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     import matplotlib.axes
 
-    from gsg.reproduce.report import write_plots
+    from gsg.reproduce.plots import write_plots
 
     exp = get_experiment("crops", "cpu")
     records = [{"name": name, "seed": 0, "status": "ok", "config": {"ssl": {"views": views}}, "evals": {},

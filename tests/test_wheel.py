@@ -39,7 +39,7 @@ def test_wheel_installs_and_trains_from_a_fresh_environment(tmp_path: Path) -> N
     (wheel,) = wheels.glob("gsg_ssl-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert {"gsg/presets/quickstart.toml", "gsg/presets/cifar10.toml", "gsg/presets/imagenet.toml",
-            "gsg/cli.py", "gsg/train/probe.py", "gsg/models/timm_backbone.py"} <= set(names)
+            "gsg/cli/__init__.py", "gsg/train/probe.py", "gsg/models/timm_backbone.py"} <= set(names)
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "gsg = gsg.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
 

@@ -37,6 +37,11 @@ def _decimals(v: float) -> int:
     return 2 if round(v, 1) != round(v, 2) else 1
 
 
+def knn_label(res: dict[str, Any]) -> str:
+    """The k of a page's kNN metric, as its tables and plots name it."""
+    return "k=1" if res["knn_metric"] == "knn_k1" else "k=200"
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """A GitHub-flavoured Markdown table; ``|`` inside a cell is escaped."""
     def cell(x: str) -> str:

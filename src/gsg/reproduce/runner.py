@@ -38,7 +38,7 @@ import torch
 
 import gsg
 from gsg.errors import ConfigError, GsgError
-from gsg.reproduce import prefix, report
+from gsg.reproduce import plots, prefix, report
 from gsg.reproduce.aggregate import _verdict as _verdict
 from gsg.reproduce.aggregate import aggregate, check_claims, mean_std
 from gsg.reproduce.baselines import experiment_baselines
@@ -246,7 +246,7 @@ def _write_report(exp: Experiment, header: dict[str, Any], records: list[dict[st
         header["baselines"] = {"error": str(exc)}
     res = _results(exp, header, records, plans, started, t0, complete=not missing)
     res["missing"] = [{"key": p.key, "label": p.run.label, "seed": p.seed} for p in missing]
-    res["plots"] = report.write_plots(res, exp, out_path) if records else []
+    res["plots"] = plots.write_plots(res, exp, out_path) if records else []
     res["launch"] = _launch(exp.name, exp.scale, out_path, n_seeds, base_overrides, runs_path)
     res["timing"]["wall_s"] = time.perf_counter() - t0
     _write_json(out_path / "results.json", res)
