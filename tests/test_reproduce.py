@@ -232,6 +232,41 @@ def test_run_all_puts_off_a_run_another_process_is_training(tmp_path: Path,
     assert not list(tmp_path.glob("runs/*/lock"))
 
 
+def test_run_all_without_wait_leaves_the_runs_of_others_and_names_them(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    exp = get_experiment("table1", "cpu")
+    plans = plan_runs(exp, 1, tmp_path, base_overrides=TINY)
+    held = plans[0].dir / "lock"
+    held.parent.mkdir(parents=True)
+    held.write_text(json.dumps({"pid": os.getppid(), "host": os.uname().nodename}))  # alive: our parent
+    order: list[str] = []
+    monkeypatch.setattr(execute, "_run_one_locked", _fake_record(order))
+    monkeypatch.setattr(execute.time, "sleep", lambda s: pytest.fail("wait=False must not wait"))
+    with pytest.raises(execute.LeftToOthers) as left:
+        runner.run_all(exp, plans, linear=None, tsne=None, out=tmp_path, wait=False)
+    assert order == ["simsiam_gsg-s0", "byol-s0", "byol_gsg-s0"]  # its own share first, then it leaves
+    assert left.value.keys == ["simsiam-s0"] and "simsiam-s0" in str(left.value)
+    assert held.is_file()  # the other process's lock is untouched
+
+
+def test_reproduce_without_wait_writes_no_report_until_the_last_run_is_in(tmp_path: Path) -> None:
+    out = tmp_path / "f5"
+    plans = plan_runs(get_experiment("fig5", "cpu"), 1, out, base_overrides=TINY)
+    held = plans[-1].dir / "lock"
+    held.parent.mkdir(parents=True)
+    held.write_text(json.dumps({"pid": os.getppid(), "host": os.uname().nodename}))
+    res = reproduce("fig5", scale="cpu", out=out, base_overrides=TINY, jobs=1, wait=False)
+    assert res["left_to_others"] == [plans[-1].key]
+    assert not (out / "results.md").exists()  # the report waits for the process holding the last run
+    assert len(list((out / "runs").glob("*/done.json"))) == len(plans) - 1
+    held.unlink()  # that process is gone without finishing: the next call trains the run and reports
+    res = reproduce("fig5", scale="cpu", out=out, base_overrides=TINY, jobs=1, wait=False)
+    assert res["complete"] is True and (out / "results.md").is_file()
+    assert [r["how"] for r in res["runs"]].count("reused") == len(plans) - 1
+    assert build_parser().parse_args(["reproduce", "fig5", "--no-wait"]).no_wait is True
+    assert build_parser().parse_args(["reproduce", "fig5"]).no_wait is False
+
+
 def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path: Path) -> None:
     import subprocess
     import sys

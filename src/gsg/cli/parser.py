@@ -179,6 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="runs trained at a time, each in its own process with cores/N threads (default: 2 at cpu "
                          "scale on 2+ cores, 1 at full scale)")
     rp.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a --jobs helper: train, no report
+    rp.add_argument("--no-wait", action="store_true",
+                    help="when every run left is being trained by another process sharing --runs, exit without "
+                         "a report instead of waiting (the process that finishes the last run writes it): for "
+                         "lanes that loop over experiments, as docs/experiments/reproduce_cpu2.sh does")
     rp.add_argument("--device", default="auto")
     rp.add_argument("--dry-run", action="store_true", help="print the commands of every run without training")
     rp.add_argument("--report-only", action="store_true",

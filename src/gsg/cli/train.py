@@ -116,7 +116,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     try:
         r = reproduce(args.experiment, scale=args.scale, seeds=args.seeds, out=args.out, device=args.device,
                       dry_run=args.dry_run, base_overrides=overrides or None, runs_dir=args.runs, jobs=args.jobs,
-                      worker=args.worker, report_only=args.report_only)
+                      worker=args.worker, report_only=args.report_only, wait=not args.no_wait)
     except Interrupted as exc:
         print(f"gsg: {exc}; run the same gsg reproduce command again to continue", file=sys.stderr)
         return 130
@@ -124,6 +124,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         print(r["commands_md"])
         return 0
     if args.worker:
+        return 0
+    if r.get("left_to_others"):
+        print(f"{args.experiment}: left {len(r['left_to_others'])} run(s) to the processes training them "
+              f"({', '.join(r['left_to_others'])}); the one that finishes the last writes {r['out']}/results.md")
         return 0
     out = Path(r.get("out", args.out or "."))
     for name in ("results.md", "results.json", "commands.md"):

@@ -144,11 +144,22 @@ def _read_done(path: Path) -> dict[str, Any] | None:
     return rec if isinstance(rec, dict) and rec.get("format") == RESULT_FORMAT else None
 
 
+class LeftToOthers(GsgError):
+    """Every run left is being trained by another process (``run_all(wait=False)``): ``keys`` are those runs."""
+
+    def __init__(self, keys: list[str]) -> None:
+        super().__init__(f"{len(keys)} run(s) left to the processes training them: {', '.join(keys)}")
+        self.keys = keys
+
+
 def run_all(exp: Experiment, plans: Sequence[PlannedRun], *, linear: LinearDef | None, tsne: TsneDef | None,
-            out: Path, on_record: Any = None) -> list[dict[str, Any]]:
+            out: Path, on_record: Any = None, wait: bool = True) -> list[dict[str, Any]]:
     """Every plan's record, in plan order. A run that another process is training is put off, not waited
     for: two reproductions on one runs directory share the work instead of one trailing the other. A run that
-    continues a shorter one (:mod:`gsg.reproduce.prefix`) is put off until that one has finished."""
+    continues a shorter one (:mod:`gsg.reproduce.prefix`) is put off until that one has finished.
+
+    When every run left is another process's, ``run_all`` waits for them, or with ``wait=False`` raises
+    :class:`LeftToOthers`, so that a process can go on to another experiment's runs meanwhile."""
     records: dict[int, dict[str, Any]] = {}
     pending = list(range(len(plans)))
     sources = prefix.prefix_sources(plans)
@@ -180,6 +191,8 @@ def run_all(exp: Experiment, plans: Sequence[PlannedRun], *, linear: LinearDef |
                 on_record([records[j] for j in sorted(records)])
             break
         else:  # every run left is being trained by another process, or waits for one that is
+            if not wait:
+                raise LeftToOthers([plans[i].key for i in pending])
             if not waiting:
                 log.info("waiting for other processes training %s", ", ".join(plans[i].key for i in pending))
                 waiting = True

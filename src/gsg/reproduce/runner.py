@@ -45,6 +45,7 @@ from gsg.reproduce.baselines import experiment_baselines
 from gsg.reproduce.execute import (
     DONE_NAME,
     RESULT_FORMAT,
+    LeftToOthers,
     _check_same_config,
     _read_done,
     _run_evals,
@@ -97,7 +98,8 @@ def experiment_estimate(run_estimates: Sequence[float | None], jobs: int) -> flo
 
 
 def _start_helpers(experiment: str, scale: str, seeds: int, out: Path, device: str,
-                   base_overrides: dict[str, Any] | None, runs_dir: Path, jobs: int) -> list[tuple[Any, Path]]:
+                   base_overrides: dict[str, Any] | None, runs_dir: Path, jobs: int, *, wait: bool = True
+                   ) -> list[tuple[Any, Path]]:
     """jobs - 1 helper processes (``gsg reproduce ... --worker``) that share the runs through their locks."""
     if jobs <= 1:
         return []
@@ -107,7 +109,8 @@ def _start_helpers(experiment: str, scale: str, seeds: int, out: Path, device: s
         env["OMP_NUM_THREADS"] = str(threads)
         torch.set_num_threads(threads)
     cmd = [sys.executable, "-m", "gsg", *shlex.split(
-        reproduce_command(experiment, scale, seeds, out, device, base_overrides, runs_dir))[1:], "--worker"]
+        reproduce_command(experiment, scale, seeds, out, device, base_overrides, runs_dir))[1:], "--worker",
+           *([] if wait else ["--no-wait"])]
     out.mkdir(parents=True, exist_ok=True)
     helpers = []
     for i in range(1, jobs):
@@ -123,7 +126,7 @@ def reproduce(experiment: str, *, scale: str = "cpu", seeds: int | None = None,
               out: str | os.PathLike[str] | None = None, device: str = "auto", dry_run: bool = False,
               base_overrides: dict[str, Any] | None = None,
               runs_dir: str | os.PathLike[str] | None = None, jobs: int | None = None,
-              worker: bool = False, report_only: bool = False) -> dict[str, Any]:
+              worker: bool = False, report_only: bool = False, wait: bool = True) -> dict[str, Any]:
     """Reproduce one table/figure of the paper at ``scale`` ("cpu" or "full"); returns the results dict.
 
     ``seeds``: runs per variant (default: the experiment's, 1 at cpu scale, 3 for Table 1 at full scale).
@@ -137,7 +140,11 @@ def reproduce(experiment: str, *, scale: str = "cpu", seeds: int | None = None,
     evaluate runs (what the helper processes of ``jobs`` do), write no report. ``dry_run``: plan and return
     the commands, train nothing, write nothing. ``report_only``: train nothing; write the report from the runs
     finished so far (a long reproduction can be read while it runs), marked incomplete, with the runs still to
-    do listed; the baselines are measured (once per protocol) as for a full report.
+    do listed; the baselines are measured (once per protocol) as for a full report. ``wait=False``: when every
+    run left is being trained by other processes (another reproduction sharing ``runs_dir``), return without a
+    report (``{"left_to_others": [keys]}``) instead of waiting for them; the process that finishes the last run
+    writes the report. Two such processes, each looping over the experiments, keep two cores busy across the
+    experiments' boundaries (docs/experiments/reproduce_cpu2.sh).
     """
     exp = get_experiment(experiment, scale)
     n_seeds = _check_seeds(exp.default_seeds if seeds is None else seeds)
@@ -152,7 +159,10 @@ def reproduce(experiment: str, *, scale: str = "cpu", seeds: int | None = None,
     n_jobs = default_jobs(scale) if jobs is None else _check_jobs(jobs)
     plans = plan_runs(exp, n_seeds, out_path, device, base_overrides, runs_path)
     if worker:
-        run_all(exp, plans, linear=linear, tsne=tsne, out=out_path)
+        try:
+            run_all(exp, plans, linear=linear, tsne=tsne, out=out_path, wait=wait)
+        except LeftToOthers as left:
+            log.info("%s: %s", exp.name, left)
         return {"worker": True, "experiment": exp.name, "runs": [p.key for p in plans]}
     command = reproduce_command(experiment, scale, n_seeds, out_path, device, base_overrides, runs_path, n_jobs)
     sources = prefix.prefix_sources(plans)
@@ -195,9 +205,14 @@ def reproduce(experiment: str, *, scale: str = "cpu", seeds: int | None = None,
         _write_json(out_path / "results.json", _results(exp, header, done, plans, started, t0, complete=False))
 
     helpers = _start_helpers(experiment, scale, n_seeds, out_path, device, base_overrides,
-                             runs_root(out_path, runs_path), n_jobs)
+                             runs_root(out_path, runs_path), n_jobs, wait=wait)
     try:
-        records = run_all(exp, plans, linear=linear, tsne=tsne, out=out_path, on_record=partial)
+        records = run_all(exp, plans, linear=linear, tsne=tsne, out=out_path, on_record=partial, wait=wait)
+    except LeftToOthers as left:
+        for h, _ in helpers:  # they leave as soon as they find nothing of their own either
+            h.wait()
+        log.info("%s: %s; the process that finishes the last of them writes the report", exp.name, left)
+        return {"experiment": exp.name, "out": str(out_path), "left_to_others": left.keys}
     except BaseException:
         for h, _ in helpers:  # interrupted: the helpers checkpoint and stop too
             if h.poll() is None:
