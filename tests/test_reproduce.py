@@ -200,6 +200,14 @@ def test_experiments_sharing_a_runs_directory_train_their_common_runs_once(tmp_p
     assert plans["directpred"]["byol_directpred"].config.model.directpred_rho == 0.3
 
 
+def _held_by_another_process(run_dir: Path) -> Path:
+    """The run's lock, as a live process on this host (our parent) holds it."""
+    lock = run_dir / "lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_text(json.dumps({"pid": os.getppid(), "host": os.uname().nodename}))
+    return lock
+
+
 def _fake_record(order: list[str]) -> Any:
     def run(exp: Any, plan: Any, **kwargs: Any) -> dict[str, Any]:
         assert (plan.dir / "lock").is_file()  # trained under its lock
@@ -212,9 +220,7 @@ def test_run_all_puts_off_a_run_another_process_is_training(tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     exp = get_experiment("table1", "cpu")
     plans = plan_runs(exp, 1, tmp_path, base_overrides=TINY)
-    first = plans[0].dir / "lock"
-    first.parent.mkdir(parents=True)
-    first.write_text(json.dumps({"pid": os.getppid(), "host": os.uname().nodename}))  # alive: our parent
+    first = _held_by_another_process(plans[0].dir)
     order: list[str] = []
     monkeypatch.setattr(execute, "_run_one_locked", _fake_record(order))
     slept: list[float] = []
@@ -224,37 +230,25 @@ def test_run_all_puts_off_a_run_another_process_is_training(tmp_path: Path,
         first.unlink()
 
     monkeypatch.setattr(execute.time, "sleep", other_process_finishes)
+    # without waiting: its own share first, then it leaves, naming the run it left, whose lock stays
+    with pytest.raises(execute.LeftToOthers) as left:
+        runner.run_all(exp, plans, linear=None, tsne=None, out=tmp_path, wait=False)
+    assert order == ["simsiam_gsg-s0", "byol-s0", "byol_gsg-s0"] and not slept
+    assert left.value.keys == ["simsiam-s0"] and "simsiam-s0" in str(left.value) and first.is_file()
+    # waiting (the default): put off, waited for only when nothing else is left, then done
+    order.clear()  # the fake runs wrote no done.json: all four train again
     records = runner.run_all(exp, plans, linear=None, tsne=None, out=tmp_path)
-    assert order == ["simsiam_gsg-s0", "byol-s0", "byol_gsg-s0", "simsiam-s0"]  # put off, then done
-    assert len(slept) == 1  # waited only when nothing else was left
+    assert order == ["simsiam_gsg-s0", "byol-s0", "byol_gsg-s0", "simsiam-s0"]
+    assert len(slept) == 1
     assert [r["key"] for r in records] == [p.key for p in plans]  # plan order
     assert [r["name"] for r in records] == [r.name for r in exp.runs]  # this experiment's names
     assert not list(tmp_path.glob("runs/*/lock"))
 
 
-def test_run_all_without_wait_leaves_the_runs_of_others_and_names_them(tmp_path: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    exp = get_experiment("table1", "cpu")
-    plans = plan_runs(exp, 1, tmp_path, base_overrides=TINY)
-    held = plans[0].dir / "lock"
-    held.parent.mkdir(parents=True)
-    held.write_text(json.dumps({"pid": os.getppid(), "host": os.uname().nodename}))  # alive: our parent
-    order: list[str] = []
-    monkeypatch.setattr(execute, "_run_one_locked", _fake_record(order))
-    monkeypatch.setattr(execute.time, "sleep", lambda s: pytest.fail("wait=False must not wait"))
-    with pytest.raises(execute.LeftToOthers) as left:
-        runner.run_all(exp, plans, linear=None, tsne=None, out=tmp_path, wait=False)
-    assert order == ["simsiam_gsg-s0", "byol-s0", "byol_gsg-s0"]  # its own share first, then it leaves
-    assert left.value.keys == ["simsiam-s0"] and "simsiam-s0" in str(left.value)
-    assert held.is_file()  # the other process's lock is untouched
-
-
 def test_reproduce_without_wait_writes_no_report_until_the_last_run_is_in(tmp_path: Path) -> None:
     out = tmp_path / "f5"
     plans = plan_runs(get_experiment("fig5", "cpu"), 1, out, base_overrides=TINY)
-    held = plans[-1].dir / "lock"
-    held.parent.mkdir(parents=True)
-    held.write_text(json.dumps({"pid": os.getppid(), "host": os.uname().nodename}))
+    held = _held_by_another_process(plans[-1].dir)
     res = reproduce("fig5", scale="cpu", out=out, base_overrides=TINY, jobs=1, wait=False)
     assert res["left_to_others"] == [plans[-1].key]
     assert not (out / "results.md").exists()  # the report waits for the process holding the last run
