@@ -1,4 +1,4 @@
-"""The pre-registered rule that picks the default view/pairing mode (docs/fidelity.md, "Still open").
+"""The pre-registered rule that picks the default view/pairing mode (docs/fidelity.md, "Decided by measurement").
 
 Each case builds the aggregated numbers of the crops control's six rule runs by hand and checks which mode the
 rule picks and why, against the rule as written in the docs: gains over symmetric SimSiam at equal encoder

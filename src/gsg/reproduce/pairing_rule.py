@@ -133,7 +133,8 @@ def markdown(decision: Mapping[str, Any], variants: Mapping[str, Any]) -> list[s
     status = "final" if decision["final"] else "provisional: not every seed of the rule's runs has finished"
     pick = f"**{mode}** ({MODES[mode]})" if mode else "**nothing yet**"
     lines = ["## The default pairing, by the pre-registered rule", "",
-             "The rule in docs/fidelity.md (\"Still open\"), written before the runs that decide it had finished, "
+             "The rule in docs/fidelity.md (\"Decided by measurement\"), written before the runs that decide it had "
+             "finished, "
              "applied to the numbers above by `gsg.reproduce.pairing_rule`: a mode's gain is its score minus "
              "symmetric SimSiam's at the same encoder passes, paired by seed; rule 1, the largest gain that counts "
              "wins; rule 2, else matched pairs stay unless another mode beats them at equal encoder passes by a "
