@@ -116,7 +116,7 @@ def test_two_runs_end_to_end_log_the_decomposition_and_render_it(tmp_path: Path,
     claims = {c["claim"]: c for c in saved["claims"]}
     eta = claims["SimSiam's extra gradient de-centres: final η_p < 0 (Fig. 5a: ≈ -0.5)"]
     assert eta["verdict"] in ("holds", "does not hold") and "eta_p = " in eta["ours"]
-    mo = claims["SimSiam w/ GSG w/o predictor: the projection does not collapse completely (final m_o < 0.9)"]
+    mo = claims["SimSiam w/ GSG w/o predictor (4 crops): the projection does not collapse completely (final m_o < 0.9)"]
     final_mo = v["simsiam_gsg_nopred"]["curve"]["z_center_ratio"]["mean"][-1]
     assert mo["verdict"] == ("holds" if final_mo < 0.9 else "does not hold")
     md = (out / "results.md").read_text()
@@ -129,15 +129,17 @@ def test_two_runs_end_to_end_log_the_decomposition_and_render_it(tmp_path: Path,
     assert results_table(res).count("\n") == 3  # header, rule, two runs
 
 
-def test_every_collapse_verdict_is_also_read_from_the_projection() -> None:
+@pytest.mark.parametrize("name", ["decomposition", "fig5", "fig4"])
+def test_every_collapse_verdict_is_also_read_from_the_projection(name: str) -> None:
     """kNN within 5 points of chance cannot show a collapsed projector over a backbone left near its random start,
-    so each collapse claim has a twin on m_o, in the same direction."""
-    from gsg.reproduce.experiments.decomposition import COMPLETE_COLLAPSE_MO
+    so each collapse claim has a twin on m_o, in the same direction, and the experiment logs m_o."""
+    from gsg.reproduce.experiments.base import COMPLETE_COLLAPSE_MO
 
-    exp = get_experiment("decomposition", "cpu")
+    exp = get_experiment(name, "cpu")
     by_knn = {c.a: c.kind for c in exp.claims if c.kind in ("collapsed", "not_collapsed")}
     by_mo = {c.a: c.kind for c in exp.claims if c.metric == "z_center_ratio" and c.kind in ("above", "below")}
-    assert set(by_knn) <= set(by_mo)
+    assert by_knn and set(by_knn) <= set(by_mo)
     assert all(by_mo[a] == ("above" if k == "collapsed" else "below") for a, k in by_knn.items())
     assert {c.tol for c in exp.claims if c.metric == "z_center_ratio" and c.kind in ("above", "below")} == {
         COMPLETE_COLLAPSE_MO}
+    assert "z_center_ratio" in exp.curves

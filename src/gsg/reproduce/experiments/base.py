@@ -70,6 +70,28 @@ class Claim:
     other: tuple[str, ...] = ()  # range_less: the runs whose range must be the larger
 
 
+# m_o of z/|z| above this: the centre holds over 81% of every output's squared norm (m_o² + m_r² = 1), i.e. the
+# outputs are nearly one vector; Zhang et al.'s complete collapse is m_o -> 1.
+COMPLETE_COLLAPSE_MO = 0.9
+
+
+def projection_twins(claims: tuple[Claim, ...] | list[Claim], runs: tuple[RunDef, ...]) -> tuple[Claim, ...]:
+    """Each ``collapsed`` / ``not_collapsed`` claim again, read from the projection: final m_o above / below
+    :data:`COMPLETE_COLLAPSE_MO`. At the cpu scale's 12 epochs a collapsed projector leaves the backbone near its
+    random start, so its kNN stays far above chance (the naive Siamese run: m_o 0.997, kNN k=1 76.1): the kNN
+    criterion alone cannot show the collapse the papers mean. The experiment must log ``z_center_ratio``."""
+    labels = {r.name: r.label for r in runs}
+    twins = []
+    for c in claims:
+        if c.kind not in ("collapsed", "not_collapsed"):
+            continue
+        down = c.kind == "collapsed"
+        twins.append(Claim(f"{labels.get(c.a, c.a)}: the projection {'collapses' if down else 'does not collapse'} "
+                           f"completely (final m_o {'>' if down else '<'} {COMPLETE_COLLAPSE_MO})",
+                           "above" if down else "below", c.a, metric="z_center_ratio", tol=COMPLETE_COLLAPSE_MO))
+    return tuple(twins)
+
+
 @dataclass(frozen=True, eq=False)
 class Experiment:
     name: str

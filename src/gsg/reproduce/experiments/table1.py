@@ -17,6 +17,7 @@ from gsg.reproduce.experiments.base import (
     RunDef,
     _sg,
     at_scale,
+    projection_twins,
 )
 from gsg.reproduce.experiments.paper import PAPER_FIG4, PAPER_FIG5, PAPER_TABLE1, PAPER_TSNE
 
@@ -40,6 +41,10 @@ def _table1(scale: str) -> Experiment:
                                 "full`, b=512 rows).",))
 
 
+# The projection's collapse metrics, logged every epoch: m_o (the claims' projection_twins read it) and RankMe.
+COLLAPSE_CURVES = ("z_center_ratio", "z_rankme")
+
+
 def _fig4(scale: str) -> Experiment:
     runs = tuple(RunDef(f"{m}{SG_SUFFIX[sg]}", f"{NAMES[m]}{SG_LABEL[sg]}", NAMES[m], _sg(m, sg))
                  for m in ("simsiam", "byol") for sg in ("symmetric", "guided", "random", "reverse"))
@@ -54,10 +59,11 @@ def _fig4(scale: str) -> Experiment:
     claims += [Claim("SimSiam w/ reverse sg collapses (CIFAR-10 in the paper; final kNN within 5 points of "
                      "chance)", "collapsed", "simsiam_reverse", tol=5.0),
                Claim("BYOL w/ reverse sg does not collapse", "not_collapsed", "byol_reverse", tol=5.0)]
+    claims += projection_twins(claims, runs)
     common: dict[str, Any] = {"name": "fig4", "scale": scale, "title": "Figure 4: importance of guiding",
                               "paper_ref": "GSG paper, Figure 4 and §6.1", "runs": runs, "evals": ("knn",),
                               "knn_metric": "knn_k1", "chance": 10.0, "claims": tuple(claims),
-                              "paper": {"fig4": PAPER_FIG4}, "default_seeds": 1}
+                              "paper": {"fig4": PAPER_FIG4}, "default_seeds": 1, "curves": COLLAPSE_CURVES}
     return at_scale(scale, common,
                     cpu_notes=(f"Fig. 4 at cpu scale: 8 runs of {CPU_EPOCHS} epochs, kNN every 2 epochs; the "
                                "symmetric and guided runs are Table 1's.",),
@@ -75,10 +81,11 @@ def _fig5(scale: str) -> Experiment:
             Claim(f"{NAMES[m]} w/ GSG w/o predictor does not collapse", "not_collapsed", f"{m}_gsg_nopred",
                   tol=5.0),
             Claim(f"{NAMES[m]} w/o predictor: GSG > symmetric", "greater", f"{m}_gsg_nopred", f"{m}_nopred")))
+    claims += projection_twins(claims, runs)
     common: dict[str, Any] = {"name": "fig5", "scale": scale, "title": "Figure 5: preventing collapse",
                               "paper_ref": "GSG paper, Figure 5 and §6.2", "runs": runs, "evals": ("knn",),
                               "knn_metric": "knn_k1", "chance": 10.0, "claims": claims,
-                              "paper": {"fig5": PAPER_FIG5}, "default_seeds": 1}
+                              "paper": {"fig5": PAPER_FIG5}, "default_seeds": 1, "curves": COLLAPSE_CURVES}
     return at_scale(scale, common, full_epochs=400,
                     cpu_notes=(f"Fig. 5 at cpu scale: {CPU_EPOCHS} epochs (the paper runs CIFAR-10 for 400 epochs "
                                "to confirm complete collapse; collapse may not be complete this early). "
