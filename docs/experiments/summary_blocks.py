@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gsg.reproduce.markdown import table
+from gsg.reproduce.markdown import knn_label, table
 from gsg.reproduce.report import seeds_section
 
 BLOCK = re.compile(r"(<!-- generated: (?P<json>\S+) (?P<kind>\w+) -->\n)(?P<body>.*?)(<!-- end generated -->)",
@@ -57,8 +57,7 @@ def differences(res: dict[str, Any]) -> str:
             f"{k}: {by[k]['verdict']}" for k in ("knn", "linear") if k in by)
         body.append([name, *(_interval(by[k].get("difference")) if k in by else "–" for k in ("knn", "linear")),
                      verdict])
-    knn = "kNN k=1" if res.get("knn_metric") == "knn_k1" else "kNN k=200"
-    return table(["comparison (A > B)", f"{knn}: A − B", "linear: A − B", "verdict"], body) + "\n"
+    return table(["comparison (A > B)", f"kNN {knn_label(res)}: A − B", "linear: A − B", "verdict"], body) + "\n"
 
 
 def seeds(res: dict[str, Any]) -> str:

@@ -75,21 +75,21 @@ class Claim:
 COMPLETE_COLLAPSE_MO = 0.9
 
 
+def projection_claim(label: str, run: str, collapsed: bool) -> Claim:
+    """``run``'s projection collapses (final m_o > :data:`COMPLETE_COLLAPSE_MO`) or does not (below it)."""
+    return Claim(f"{label}: the projection {'collapses' if collapsed else 'does not collapse'} completely "
+                 f"(final m_o {'>' if collapsed else '<'} {COMPLETE_COLLAPSE_MO})", "above" if collapsed else "below",
+                 run, metric="z_center_ratio", tol=COMPLETE_COLLAPSE_MO)
+
+
 def projection_twins(claims: tuple[Claim, ...] | list[Claim], runs: tuple[RunDef, ...]) -> tuple[Claim, ...]:
-    """Each ``collapsed`` / ``not_collapsed`` claim again, read from the projection: final m_o above / below
-    :data:`COMPLETE_COLLAPSE_MO`. At the cpu scale's 12 epochs a collapsed projector leaves the backbone near its
-    random start, so its kNN stays far above chance (the naive Siamese run: m_o 0.997, kNN k=1 76.1): the kNN
-    criterion alone cannot show the collapse the papers mean. The experiment must log ``z_center_ratio``."""
+    """Each ``collapsed`` / ``not_collapsed`` claim again, read from the projection (:func:`projection_claim`).
+    At the cpu scale's 12 epochs a collapsed projector leaves the backbone near its random start, so its kNN stays
+    far above chance (the naive Siamese run: m_o 0.997, kNN k=1 76.1): the kNN criterion alone cannot show the
+    collapse the papers mean. The experiment must log ``z_center_ratio``."""
     labels = {r.name: r.label for r in runs}
-    twins = []
-    for c in claims:
-        if c.kind not in ("collapsed", "not_collapsed"):
-            continue
-        down = c.kind == "collapsed"
-        twins.append(Claim(f"{labels.get(c.a, c.a)}: the projection {'collapses' if down else 'does not collapse'} "
-                           f"completely (final m_o {'>' if down else '<'} {COMPLETE_COLLAPSE_MO})",
-                           "above" if down else "below", c.a, metric="z_center_ratio", tol=COMPLETE_COLLAPSE_MO))
-    return tuple(twins)
+    return tuple(projection_claim(labels.get(c.a, c.a), c.a, c.kind == "collapsed") for c in claims
+                 if c.kind in ("collapsed", "not_collapsed"))
 
 
 @dataclass(frozen=True, eq=False)
