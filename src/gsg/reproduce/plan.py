@@ -114,8 +114,8 @@ def _set_value(section: str, key: str, value: Any) -> str:
         return "none"
     if not isinstance(value, str):
         return json.dumps(value)
-    # "none" reads back as None only for a field that may be empty (gsg.config._coerce); a plain str field such as
-    # model.proj_last_bn keeps it as the string.
+    # "none" reads back as None only for a field that may be empty (gsg.config.overrides._coerce); a plain str
+    # field such as model.proj_last_bn keeps it as the string.
     optional = _is_optional(section, key)
     try:
         misread = (optional and value.lower() in ("none", "null")) or not isinstance(json.loads(value), str)
