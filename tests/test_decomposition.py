@@ -434,11 +434,24 @@ def test_diagnose_reports_the_decomposition(make_config, tmp_path: Path) -> None
     dec = r["decomposition"]
     assert dec["batches"] == 2 and dec["batch_size"] == 32
     assert dec["ge_norm"] > 0 and "eta_p" in dec and "sel_eta" in dec
+    assert dec["sd"]["eta_p"] is not None and dec["sd"]["eta_p"] >= 0 and set(dec["sd"]) <= set(dec)
     nopred = make_config(ssl={"stop_gradient": "symmetric"}, model={"predictor": "none"}, run={"limit_batches": 1,
                                                                                                "out": str(tmp_path)})
     Trainer(nopred).fit()
     r0 = diagnose(tmp_path / "checkpoint.pt", samples=64, batch_size=32)
     assert r0["decomposition"]["ge_norm"] == 0.0 and "sel_eta" not in r0["decomposition"]
+
+
+def test_batch_mean_sd_is_the_mean_and_sample_sd_over_the_batches_that_have_each_metric() -> None:
+    import statistics
+
+    from gsg.eval.diagnose import batch_mean_sd
+
+    out = batch_mean_sd([{"eta_p": -0.5, "ge_norm": 0.2}, {"eta_p": -0.1, "ge_norm": 0.4}, {"ge_norm": 0.9}])
+    assert out["eta_p"] == pytest.approx(-0.3) and out["ge_norm"] == pytest.approx(0.5)
+    assert out["sd"]["eta_p"] == pytest.approx(statistics.stdev([-0.5, -0.1]))
+    assert out["sd"]["ge_norm"] == pytest.approx(statistics.stdev([0.2, 0.4, 0.9]))
+    assert batch_mean_sd([{"eta_p": 0.25}])["sd"] == {"eta_p": None}
 
 
 @pytest.mark.parametrize("module", ["gsg.ssl.terms", "gsg.ssl.toy_losses", "gsg.ssl.surgery",

@@ -123,8 +123,10 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     if r.get("decomposition"):  # docs/decomposition.md
         dec = r["decomposition"]
         shown = ("ge_norm", "ge_center_norm", "ge_residual_norm", "eta_p", "sel_center_norm", "sel_eta")
-        print(f"gradient decomposition (mean over {dec['batches']} batches of {dec['batch_size']}): "
-              + ", ".join(f"{k} {dec[k]:.4g}" for k in shown if k in dec))
+        sd = dec["sd"]
+        print(f"gradient decomposition (mean ± sd over {dec['batches']} batches of {dec['batch_size']}): "
+              + ", ".join(f"{k} {dec[k]:.4g}" + ("" if sd.get(k) is None else f" ± {sd[k]:.2g}")
+                          for k in shown if k in dec))
     print(f"spectrum plot: {r['plot']}")
     path = write_result(args.checkpoint, "diagnose", r["dataset"], "projection_std_sqrt_d",
                         r["projection"]["std_sqrt_d"], r, args.command_line)

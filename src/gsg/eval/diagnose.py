@@ -53,6 +53,17 @@ def load_model(checkpoint: str | Path, device: torch.device) -> tuple[Siamese, d
     return model.to(device).eval(), ckpt
 
 
+def batch_mean_sd(batches: list[dict[str, float]]) -> dict[str, Any]:
+    """The mean over batches of each metric, and under ``"sd"`` its sample standard deviation over the batches
+    (None with fewer than two): one batch's η is noisy (docs/decomposition.md), so a reading needs its spread. A
+    metric left out on a batch (η with o_p = 0) is skipped there."""
+    keys = sorted({k for d in batches for k in d})
+    values = {k: torch.tensor([d[k] for d in batches if k in d], dtype=torch.float64) for k in keys}
+    out: dict[str, Any] = {k: v.mean().item() for k, v in values.items()}
+    out["sd"] = {k: v.std().item() if len(v) > 1 else None for k, v in values.items()}
+    return out
+
+
 def embedding_metrics(x: Tensor) -> dict[str, float]:
     """The single-set metrics of one embedding matrix (N, d)."""
     cr = center_residual(x)
@@ -118,10 +129,9 @@ def diagnose(checkpoint: str | Path, *, dataset: str | None = None, data_dir: st
     partner = derangement(n, generator=gen)
     dist = pair_distances((z1, z2), (z1[partner], z2[partner]))
     result["gsg"] = gsg_case_stats(select_cases("guided", dist), dist)
-    if decomp:  # mean over batches of each metric (a metric left out on a batch, e.g. η with o_p = 0, is skipped)
-        keys = sorted({k for d in decomp for k in d})
-        result["decomposition"] = {"batches": len(decomp), "batch_size": min(batch_size, n), **{
-            k: sum(d[k] for d in decomp if k in d) / sum(k in d for d in decomp) for k in keys}}
+    if decomp:
+        result["decomposition"] = {"batches": len(decomp), "batch_size": min(batch_size, n),
+                                   **batch_mean_sd(decomp)}
     pred = model.predictor
     if isinstance(pred, DirectPredictor):
         result["predictor_alignment"] = pred.alignment()
