@@ -51,8 +51,8 @@ def test_every_method_trains_with_its_own_targets_and_loss(make_config, method: 
     # contrastive: no predictor, no stop-gradient policy, no GSG case statistics
     assert isinstance(model.predictor, nn.Identity) and not any(k.startswith("predictor.") for k in after)
     assert not any(k.startswith("case_") or k == "gsg_margin_mean" for k in result)
-    # Zhang et al.'s decomposition is of the cosine loss: logged for simsiam/byol by default, not here
-    assert cfg.run.log_decomposition and not any(k.startswith("ge_") for k in result)
+    # Zhang et al.'s decomposition of InfoNCE (gsg.analysis.decomposition_contrastive): no selection gradient
+    assert cfg.run.log_decomposition and result["ge_norm"] > 0 and not any(k.startswith("sel_") for k in result)
     if method == "simclr":
         # an untrained network's features say nothing about which view is whose: NT-Xent ≈ log(2B - 1)
         assert steps[0]["loss"] == pytest.approx(math.log(2 * B - 1), abs=0.15)

@@ -147,18 +147,24 @@ def selection_decomposition(p: Views, t: Views, terms: Terms, reference: Terms) 
     return decompose(sel, torch.zeros_like(sel), pu.mean(dim=0))
 
 
+def decomposition_metrics(d: GradientDecomposition) -> dict[str, float]:
+    """The logged keys of a loss's decomposition: the ``ge_*`` metrics, ``eta_p``, ``grad_norm``, ``basic_norm``
+    and ``p_center_norm`` (‖o_p‖)."""
+    out = d.metrics("ge")
+    if "ge_eta" in out:
+        out["eta_p"] = out.pop("ge_eta")
+    out.update(grad_norm=float(d.grad.norm(dim=1).mean()), basic_norm=float(d.basic.norm(dim=1).mean()),
+               p_center_norm=float(d.o_p.norm()))
+    return out
+
+
 def batch_metrics(p: Views, t: Views, terms: Terms, *, loss: str = "cosine",
                   reference: Terms | None = None) -> dict[str, float]:
     """What the training loop logs each epoch (and ``gsg diagnose`` reports): the ``ge_*`` metrics of
     :func:`loss_decomposition`, ``grad_norm``, ``basic_norm``, ``p_center_norm`` (‖o_p‖), ``eta_p``, and, given
     the symmetric ``reference`` terms of a pairing policy, the ``sel_*`` metrics of
     :func:`selection_decomposition`."""
-    d = loss_decomposition(p, t, terms, loss=loss)
-    out = d.metrics("ge")
-    if "ge_eta" in out:
-        out["eta_p"] = out.pop("ge_eta")
-    out.update(grad_norm=float(d.grad.norm(dim=1).mean()), basic_norm=float(d.basic.norm(dim=1).mean()),
-               p_center_norm=float(d.o_p.norm()))
+    out = decomposition_metrics(loss_decomposition(p, t, terms, loss=loss))
     if reference is not None:
         out.update(selection_decomposition(p, t, terms, reference).metrics("sel"))
     return out
@@ -194,5 +200,5 @@ def _check_views(p: Views, t: Views, terms: Terms) -> None:
                           f"{len(t)} targets of shapes {sorted(shapes)}")
 
 
-__all__ = ["GradientDecomposition", "batch_metrics", "decompose", "eta", "loss_decomposition", "negative_gradient",
-           "policy_batch_metrics", "selection_decomposition"]
+__all__ = ["GradientDecomposition", "batch_metrics", "decompose", "decomposition_metrics", "eta", "loss_decomposition",
+           "negative_gradient", "policy_batch_metrics", "selection_decomposition"]

@@ -26,14 +26,16 @@ from gsg.analysis.collapse import (
     uniformity,
 )
 from gsg.analysis.decomposition import policy_batch_metrics
+from gsg.analysis.decomposition_contrastive import contrastive_batch_metrics
 from gsg.checkpoint import load_checkpoint
-from gsg.config import from_dict, resolved_pairing
+from gsg.config import from_dict, resolved_pairing, resolved_temperature
 from gsg.data.datasets import load_dataset
 from gsg.data.views import BatchAugment, eval_transform, make_recipe
 from gsg.errors import CheckpointError, DataError
 from gsg.models.directpred import DirectPredictor, batch_correlation, eigenspace_alignment
 from gsg.models.embed import resolve_device
 from gsg.ssl.build import build_model
+from gsg.ssl.methods import is_contrastive
 from gsg.ssl.siamese import Siamese
 from gsg.ssl.stopgrad import derangement, pair_distances, select_cases
 
@@ -114,7 +116,11 @@ def diagnose(checkpoint: str | Path, *, dataset: str | None = None, data_dir: st
         out = model(views)  # the projections of views 0 and 1 are model.project of them
         za.append(out.z[0].float().cpu())
         zb.append(out.z[1].float().cpu())
-        if images.shape[0] >= 2:
+        if images.shape[0] >= 2 and is_contrastive(ssl.method):  # SimCLR / MoCo against the checkpoint's queue
+            queue = model.queue.keys if model.queue is not None else None
+            decomp.append(contrastive_batch_metrics(ssl.method, out.z, out.t, resolved_temperature(ssl, size),
+                                                    negatives=queue, symmetric=ssl.moco_symmetric))
+        elif images.shape[0] >= 2:
             decomp.append(policy_batch_metrics(ssl.stop_gradient, out.p, out.t, loss=ssl.loss,
                                                pairing=resolved_pairing(ssl), generator=dec_gen))
     h, z, z1, z2 = (torch.cat(t) for t in (feats, projs, za, zb))

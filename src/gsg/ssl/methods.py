@@ -143,7 +143,7 @@ def moco_loss(out: SiameseOutput, queue: KeyQueue, temperature: float, *, symmet
         per = 0.5 * (per + info_nce_queue(out.z[1], out.t[0], negatives, temperature))
         keys.append(out.t[0])
     queue.enqueue(torch.cat([gather(k.detach(), dist) for k in keys]))  # [global k2 (, global k1)]
-    return PolicyOutput(loss=per.mean(), per_sample=per)
+    return PolicyOutput(loss=per.mean(), per_sample=per, negatives=negatives)
 
 
 def contrastive_loss(out: SiameseOutput, ssl: SSLConfig, *, image_size: int, queue: KeyQueue | None,

@@ -194,6 +194,7 @@ class PolicyOutput:
     per_sample: Tensor  # (B,): per image (symmetric, matched pairs) or per pair row (cycle, fresh)
     cases: Tensor | None = None  # (decisions,) in 0..3, None for symmetric; B/2 decisions for matched pairs
     distances: Tensor | None = None  # (decisions, 4), None for symmetric
+    negatives: Tensor | None = None  # MoCo: the queue its logits used (before the step enqueued its keys)
 
 
 def policy_loss(

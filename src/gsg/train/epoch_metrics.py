@@ -10,7 +10,10 @@ from torch import Tensor, nn
 
 from gsg.analysis import decomposition
 from gsg.analysis.collapse import alignment, center_residual, gsg_case_stats, rankme, uniformity
+from gsg.analysis.decomposition_contrastive import contrastive_batch_metrics
+from gsg.config import resolved_temperature
 from gsg.models.directpred import DirectPredictor, batch_correlation, eigenspace_alignment
+from gsg.ssl.methods import is_contrastive
 from gsg.ssl.terms import symmetric_terms
 
 if TYPE_CHECKING:
@@ -56,11 +59,14 @@ def epoch_metrics(trainer: Trainer, last_z: Tensor | None, last_stats: dict[str,
     return result
 
 
-def decomposition_metrics(trainer: Trainer, p: list[Tensor], t: list[Tensor],
-                          decisions: tuple[Any, ...]) -> dict[str, float]:
+def decomposition_metrics(trainer: Trainer, p: list[Tensor], t: list[Tensor], decisions: Any) -> dict[str, float]:
     """Zhang et al.'s gradient decomposition of the batch loss (gsg.analysis.decomposition), and for a pairing
-    policy what its choice adds to the symmetric loss's gradient (``sel_*``)."""
+    policy what its choice adds to the symmetric loss's gradient (``sel_*``). SimCLR and MoCo
+    (gsg.analysis.decomposition_contrastive): ``p`` the online projections, ``decisions`` MoCo's negatives."""
     cfg = trainer.cfg.ssl
+    if is_contrastive(cfg.method):
+        return contrastive_batch_metrics(cfg.method, p, t, resolved_temperature(cfg, trainer.image_size),
+                                         negatives=decisions, symmetric=cfg.moco_symmetric)
     terms = trainer._terms(*decisions)
     paired = cfg.stop_gradient != "symmetric" and cfg.loss == "cosine"
     ref = symmetric_terms(terms.n, views=terms.views, device=trainer.device) if paired else None

@@ -226,9 +226,11 @@ class Trainer:
         stats = {"z_std": normalized_std_tensor(z0), "z": z0, "z1": out.z[1].detach().float()}
         if res.distances is not None:
             stats["distances"], stats["cases"] = res.distances, res.cases
-        # detached references: the epoch's last batch is decomposed at its end (the cosine loss's; not simclr/moco)
-        if self.cfg.run.log_decomposition and not is_contrastive(cfg.method):
-            stats["decomposition"] = ([x.detach() for x in p], [x.detach() for x in t], decisions)  # type: ignore
+        # detached references: the epoch's last batch is decomposed at its end (SimCLR / MoCo: the projections,
+        # the keys and MoCo's negatives; under DDP this process's batch)
+        if self.cfg.run.log_decomposition:
+            online, extra = (out.z, res.negatives) if is_contrastive(cfg.method) else (p, decisions)
+            stats["decomposition"] = ([x.detach() for x in online], [x.detach() for x in t], extra)  # type: ignore
         if res.cases is not None:
             # a comparison, not bincount: bincount reads its size back to the host (a sync per step on CUDA)
             stats["case_share"] = ((res.cases[:, None] == torch.arange(4, device=res.cases.device)).sum(0).float()
