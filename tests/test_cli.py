@@ -137,7 +137,12 @@ def test_diagnose_separates_a_collapsed_checkpoint(synthetic_checkpoint: Path, t
     assert (tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"
     assert main(["diagnose", str(synthetic_checkpoint), "--samples", "64"]) == 0
     printed = capsys.readouterr().out
-    assert "std_sqrt_d" in printed and "GSG cases" in printed
+    assert "std_sqrt_d" in printed and "GSG cases" in printed and "running BatchNorm statistics" in printed
+    # --bn batch: its own result file beside the running-statistics one, both kept
+    assert main(["diagnose", str(synthetic_checkpoint), "--samples", "64", "--bn", "batch"]) == 0
+    assert "batch BatchNorm statistics" in capsys.readouterr().out
+    results = {p.name: json.loads(p.read_text()) for p in synthetic_checkpoint.parent.glob("*.diagnose*.json")}
+    assert {r["extra"]["bn"] for r in results.values()} == {"running", "batch"}
 
 
 def test_plot_command_draws_runs_and_prints_a_table(synthetic_checkpoint: Path, tmp_path: Path,

@@ -435,6 +435,16 @@ def test_diagnose_reports_the_decomposition(make_config, tmp_path: Path) -> None
     assert dec["batches"] == 2 and dec["batch_size"] == 32
     assert dec["ge_norm"] > 0 and "eta_p" in dec and "sel_eta" in dec
     assert dec["sd"]["eta_p"] is not None and dec["sd"]["eta_p"] >= 0 and set(dec["sd"]) <= set(dec)
+    assert r["bn"] == "running" and 0 <= dec["z_center_ratio"] <= 1
+    # Train-mode statistics on the views (as the per-epoch log): another decomposition, the same clean embeddings
+    # (the copy in train mode leaves the checkpoint's running statistics to the clean views).
+    rb = diagnose(Path(cfg.run.out) / "checkpoint.pt", samples=64, batch_size=32, bn="batch")
+    clean = {k: v for k, v in r["projection"].items() if k != "alignment"}  # alignment is of the views
+    assert rb["bn"] == "batch" and rb["backbone"] == r["backbone"]
+    assert {k: v for k, v in rb["projection"].items() if k != "alignment"} == clean
+    assert rb["decomposition"]["z_center_ratio"] != pytest.approx(dec["z_center_ratio"], abs=1e-6)
+    with pytest.raises(ConfigError, match="bn must be 'running'"):
+        diagnose(Path(cfg.run.out) / "checkpoint.pt", samples=64, batch_size=32, bn="train")
     nopred = make_config(ssl={"stop_gradient": "symmetric"}, model={"predictor": "none"}, run={"limit_batches": 1,
                                                                                                "out": str(tmp_path)})
     Trainer(nopred).fit()

@@ -2,18 +2,23 @@
 differences over seeds (markdown tables).
 
     python docs/experiments/decomposition_final.py LABEL=RUN_DIR[,RUN_DIR...] ... [--versus LABEL_A LABEL_B ...]
+        [--bn running|batch]
 
 The per-epoch metrics of a run (``decomposition_readings.py``) are each one training batch's, so a single epoch's
 η is noisy. Here each finished run's final checkpoint is measured by ``gsg diagnose`` on ``--samples`` test images
 (default 4096: 16 batches of 256, two augmented views each, four crops for a ``views = fresh`` run, pairs drawn as
 in training) and every metric is the mean over those batches, with its standard deviation over the batches
-beside it. ``gsg diagnose`` runs the model in eval mode (BatchNorm with its running statistics) on test images:
-the same weights as the last epoch's record, measured another way, so the two need not agree exactly.
+beside it. ``--bn running`` (default) runs the augmented views in eval mode (BatchNorm with its running
+statistics); ``--bn batch`` with each batch's own statistics, as the training step and its per-epoch log do. The
+columns: η_p, η_sel, ‖o_e‖/‖r_e‖ and m_o (views), the centre ratio of each batch's first-view projections (the
+log's z_center_ratio), per batch; m_o, m_r and RankMe of the clean (unaugmented) test images' projections over
+all samples, always under the running statistics.
 
 Several RUN_DIRs after one label are its seeds. ``--versus A B`` prints A − B paired over the seeds both have,
-with the 95% t interval (``gsg.reproduce.stats.paired_difference``), for m_o of the projections, η_p and η_sel.
-A run's diagnosis is cached in its directory (``checkpoint.diagnose.<dataset>.json``, written by ``gsg
-diagnose``) and reused while the checkpoint's sha256 and the sample count match; otherwise it is recomputed.
+with the 95% t interval (``gsg.reproduce.stats.paired_difference``), for both m_o, η_p and η_sel.
+A run's diagnosis is cached in its directory (``checkpoint.diagnose.<dataset>.json``, or
+``checkpoint.diagnose-bn-batch.<dataset>.json`` for ``--bn batch``, written by ``gsg diagnose``) and reused while
+the checkpoint's sha256, the sample count and the BatchNorm mode match; otherwise it is recomputed.
 """
 
 from __future__ import annotations
@@ -30,8 +35,9 @@ from gsg.reproduce.stats import paired_difference
 
 # (key, header, where): "dec" from the decomposition (mean ± sd over batches), "proj" from the projections
 COLUMNS = (("eta_p", "η_p", "dec"), ("sel_eta", "η_sel", "dec"), ("ge_center_residual_ratio", "‖o_e‖/‖r_e‖", "dec"),
-           ("m_o", "m_o", "proj"), ("m_r", "m_r", "proj"), ("rankme", "RankMe", "proj"))
-VERSUS = (("m_o", "m_o"), ("eta_p", "η_p"), ("sel_eta", "η_sel"))
+           ("z_center_ratio", "m_o (views)", "dec"), ("m_o", "m_o (clean)", "proj"), ("m_r", "m_r (clean)", "proj"),
+           ("rankme", "RankMe (clean)", "proj"))
+VERSUS = (("z_center_ratio", "m_o (views)"), ("m_o", "m_o (clean)"), ("eta_p", "η_p"), ("sel_eta", "η_sel"))
 
 
 def sha256(path: Path) -> str:
@@ -42,22 +48,29 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def diagnosis(run: Path, samples: int) -> dict[str, Any]:
+def _matches(r: dict[str, Any], digest: str, samples: int, bn: str) -> bool:
+    # a diagnosis written before the BatchNorm option existed used the running statistics
+    extra = r.get("extra", {})
+    return (r.get("checkpoint_sha256") == digest and extra.get("samples") == samples
+            and extra.get("bn", "running") == bn)
+
+
+def diagnosis(run: Path, samples: int, bn: str = "running") -> dict[str, Any]:
     """The run's ``gsg diagnose`` result at its final checkpoint (cached while it matches)."""
     done, ckpt = run / "done.json", run / "checkpoint.pt"
     if not done.is_file() or not ckpt.is_file():
         raise SystemExit(f"{run}: not a finished run (no done.json or checkpoint.pt); its last checkpoint is not its "
                          "final weights. Wait for it to finish, or leave it out.")
     digest = sha256(ckpt)
-    for cached in sorted(run.glob("checkpoint.diagnose.*.json")):
+    for cached in sorted(run.glob("checkpoint.diagnose*.json")):
         r = json.loads(cached.read_text())
-        if r.get("checkpoint_sha256") == digest and r["extra"].get("samples") == samples:
+        if _matches(r, digest, samples, bn):
             return r
-    subprocess.run(["gsg", "diagnose", str(ckpt), "--samples", str(samples), "--device", "cpu"], check=True,
-                   stdout=subprocess.DEVNULL)
-    for cached in sorted(run.glob("checkpoint.diagnose.*.json")):
+    subprocess.run(["gsg", "diagnose", str(ckpt), "--samples", str(samples), "--device", "cpu", "--bn", bn],
+                   check=True, stdout=subprocess.DEVNULL)
+    for cached in sorted(run.glob("checkpoint.diagnose*.json")):
         r = json.loads(cached.read_text())
-        if r.get("checkpoint_sha256") == digest:
+        if _matches(r, digest, samples, bn):
             return r
     raise SystemExit(f"{run}: gsg diagnose wrote no result next to {ckpt}")
 
@@ -94,6 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("runs", nargs="+", help="LABEL=RUN_DIR[,RUN_DIR...] (one directory per seed)")
     ap.add_argument("--samples", type=int, default=4096)
     ap.add_argument("--versus", nargs=2, action="append", default=[], metavar=("A", "B"))
+    ap.add_argument("--bn", choices=("running", "batch"), default="running",
+                    help="BatchNorm statistics of the augmented views (gsg diagnose --bn)")
     args = ap.parse_args(argv)
     measured: dict[str, dict[int, dict[str, tuple[float | None, float | None]]]] = {}
     batches = set()
@@ -103,13 +118,14 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"{spec!r}: expected LABEL=RUN_DIR[,RUN_DIR...]")
         for d in dirs.split(","):
             run = Path(d)
-            r = diagnosis(run, args.samples)
+            r = diagnosis(run, args.samples, args.bn)
             seed = int(json.loads((run / "done.json").read_text())["seed"])
             measured.setdefault(label, {})[seed] = values(r)
             batches.add((r["extra"].get("decomposition") or {}).get("batches"))
     head = ["run", "seed", *(h for _, h, _ in COLUMNS)]
     lines = [f"Final weights, {args.samples} test images (batches per run: "
-             f"{', '.join(str(b) for b in sorted(b for b in batches if b))}); mean ± sd over the batches.", "",
+             f"{', '.join(str(b) for b in sorted(b for b in batches if b))}); views under {args.bn} BatchNorm "
+             "statistics; mean ± sd over the batches.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, seeds in measured.items():
         for seed, vals in sorted(seeds.items()):

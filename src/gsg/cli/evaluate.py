@@ -106,7 +106,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
     plot = args.plot or args.checkpoint.with_name(args.checkpoint.stem + ".spectrum.png")
     r = diagnose(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir, samples=args.samples,
-                 device=args.device, plot=plot)
+                 device=args.device, plot=plot, bn=args.bn)
     print(f"{r['checkpoint']}: {r['method']}, {r['stop_gradient']} stop-gradient, predictor {r['predictor']}; "
           f"{r['samples']} {r['dataset']} {r['split']} images")
     keys = ("dim", "std_sqrt_d", "m_o", "m_r", "rankme", "uniformity", "alignment")
@@ -122,13 +122,16 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         print(f"predictor eigenspace alignment: {r['predictor_alignment']:.4f}")
     if r.get("decomposition"):  # docs/decomposition.md
         dec = r["decomposition"]
-        shown = ("ge_norm", "ge_center_norm", "ge_residual_norm", "eta_p", "sel_center_norm", "sel_eta")
+        shown = ("ge_norm", "ge_center_norm", "ge_residual_norm", "eta_p", "sel_center_norm", "sel_eta",
+                 "z_center_ratio")
         sd = dec["sd"]
-        print(f"gradient decomposition (mean ± sd over {dec['batches']} batches of {dec['batch_size']}): "
+        print(f"gradient decomposition ({r['bn']} BatchNorm statistics; mean ± sd over {dec['batches']} batches of "
+              f"{dec['batch_size']}): "
               + ", ".join(f"{k} {dec[k]:.4g}" + ("" if sd.get(k) is None else f" ± {sd[k]:.2g}")
                           for k in shown if k in dec))
     print(f"spectrum plot: {r['plot']}")
-    path = write_result(args.checkpoint, "diagnose", r["dataset"], "projection_std_sqrt_d",
+    protocol = "diagnose" if args.bn == "running" else "diagnose-bn-batch"  # both modes' results side by side
+    path = write_result(args.checkpoint, protocol, r["dataset"], "projection_std_sqrt_d",
                         r["projection"]["std_sqrt_d"], r, args.command_line)
     print(f"result: {path}")
     return 0

@@ -164,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     dg.add_argument("--samples", type=int, default=2048)
     dg.add_argument("--plot", type=Path, help="spectrum PNG (default: next to the checkpoint)")
     dg.add_argument("--device", default="auto")
+    dg.add_argument("--bn", choices=("running", "batch"), default="running",
+                    help="BatchNorm on the augmented views: running statistics (eval mode) or each batch's own, as "
+                         "in training (the per-epoch log's mode; the checkpoint's statistics are not changed)")
 
     rp = sub.add_parser("reproduce", help="reproduce a table or figure of the paper (results.md, plots)",
                         allow_abbrev=False)

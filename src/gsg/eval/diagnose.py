@@ -10,6 +10,7 @@ Zhang et al.'s gradient decomposition of the run's loss (gsg.analysis.decomposit
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from gsg.checkpoint import load_checkpoint
 from gsg.config import from_dict, resolved_pairing, resolved_temperature
 from gsg.data.datasets import load_dataset
 from gsg.data.views import BatchAugment, eval_transform, make_recipe
-from gsg.errors import CheckpointError, DataError
+from gsg.errors import CheckpointError, ConfigError, DataError
 from gsg.models.directpred import DirectPredictor, batch_correlation, eigenspace_alignment
 from gsg.models.embed import resolve_device
 from gsg.ssl.build import build_model
@@ -76,11 +77,19 @@ def embedding_metrics(x: Tensor) -> dict[str, float]:
 @torch.no_grad()
 def diagnose(checkpoint: str | Path, *, dataset: str | None = None, data_dir: str | None = None,
              samples: int = 2048, batch_size: int = 256, device: str = "auto", seed: int = 0,
-             plot: str | Path | None = None) -> dict[str, Any]:
+             plot: str | Path | None = None, bn: str = "running") -> dict[str, Any]:
     """Compute every metric on ``samples`` test images (clean views; two augmented views for alignment and
-    the GSG statistics). Writes a spectrum plot to ``plot`` if given. Returns a nested dict."""
+    the GSG statistics). Writes a spectrum plot to ``plot`` if given. Returns a nested dict.
+
+    ``bn``: the BatchNorm statistics of the augmented views' forward (alignment, GSG cases, the decomposition):
+    ``running`` (eval mode) or ``batch`` (each batch's own, as the training step and its per-epoch log see them;
+    a copy of the model runs in train mode, so the checkpoint's running statistics are not changed). The clean
+    views' embeddings always use the running statistics."""
+    if bn not in ("running", "batch"):
+        raise ConfigError(f"bn must be 'running' (eval mode) or 'batch' (train-mode statistics), got {bn!r}")
     dev = resolve_device(device)
     model, ckpt = load_model(checkpoint, dev)
+    views_model = copy.deepcopy(model).train() if bn == "batch" else model
     data = ckpt["data"]
     name = dataset or data["dataset"]
     split = "test"
@@ -113,19 +122,23 @@ def diagnose(checkpoint: str | Path, *, dataset: str | None = None, data_dir: st
         if ssl.views == "fresh" and ssl.loss == "cosine" and images.shape[0] >= 2:
             other = images[derangement(images.shape[0], generator=dec_gen).to(dev)]
             views += [augment(other, dec_aug_gen), augment(other, dec_aug_gen)]
-        out = model(views)  # the projections of views 0 and 1 are model.project of them
+        out = views_model(views)  # the projections of views 0 and 1 are model.project of them
         za.append(out.z[0].float().cpu())
         zb.append(out.z[1].float().cpu())
-        if images.shape[0] >= 2 and is_contrastive(ssl.method):  # SimCLR / MoCo against the checkpoint's queue
-            queue = model.queue.keys if model.queue is not None else None
-            decomp.append(contrastive_batch_metrics(ssl.method, out.z, out.t, resolved_temperature(ssl, size),
-                                                    negatives=queue, symmetric=ssl.moco_symmetric))
-        elif images.shape[0] >= 2:
-            decomp.append(policy_batch_metrics(ssl.stop_gradient, out.p, out.t, loss=ssl.loss,
-                                               pairing=resolved_pairing(ssl), generator=dec_gen))
+        if images.shape[0] >= 2:
+            if is_contrastive(ssl.method):  # SimCLR / MoCo against the checkpoint's queue
+                queue = model.queue.keys if model.queue is not None else None
+                batch = contrastive_batch_metrics(ssl.method, out.z, out.t, resolved_temperature(ssl, size),
+                                                  negatives=queue, symmetric=ssl.moco_symmetric)
+            else:
+                batch = policy_batch_metrics(ssl.stop_gradient, out.p, out.t, loss=ssl.loss,
+                                             pairing=resolved_pairing(ssl), generator=dec_gen)
+            # m_o, m_r of the batch's first-view projections: the per-epoch log's z_center_ratio, z_residual_ratio
+            cr = center_residual(out.z[0].float())
+            decomp.append({**batch, "z_center_ratio": cr["m_o"], "z_residual_ratio": cr["m_r"]})
     h, z, z1, z2 = (torch.cat(t) for t in (feats, projs, za, zb))
 
-    result: dict[str, Any] = {"checkpoint": str(checkpoint), "dataset": name, "split": split, "samples": n,
+    result: dict[str, Any] = {"checkpoint": str(checkpoint), "dataset": name, "split": split, "samples": n, "bn": bn,
                               "method": ckpt["config"]["ssl"]["method"],
                               "stop_gradient": ckpt["config"]["ssl"]["stop_gradient"],
                               "predictor": ckpt["config"]["model"]["predictor"],
