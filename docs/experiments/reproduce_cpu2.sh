@@ -16,6 +16,10 @@ cd "$(dirname "$0")/../.."
 RUNS=runs/reproduce-cpu2
 EXPERIMENTS=(crops decomposition table4 fig5 table1 fig4 tsne directpred)
 mkdir -p "$RUNS"
+# On a fresh machine the runs directory is empty: restore the finished runs from their committed metrics first, so
+# that only what is left is trained (idempotent; gsg.reproduce.restore).
+python docs/experiments/restore.py --runs "$RUNS" --docs docs/results/runs/cpu2 \
+  --pages 'docs/results/*_cpu2/results.json' crops=3 decomposition table4 fig5 table1=3 fig4 tsne directpred
 progress() {
   flock "$RUNS/.progress.lock" python docs/experiments/progress.py --runs "$RUNS" --docs docs/results/runs/cpu2 \
     --table docs/results/progress.md crops=3 decomposition table4 fig5 table1=3 fig4 tsne directpred

@@ -37,13 +37,18 @@ def baseline_protocol(plan: PlannedRun, linear: LinearDef | None, temperature: f
                     extra={"linear_mode": "features"})
 
 
+def baseline_key(protocol: dict[str, Any]) -> str:
+    """The file name of a protocol's baselines under ``runs/baselines/`` (also how a fresh checkout restores them
+    from a results page, :mod:`gsg.reproduce.restore`)."""
+    return hashlib.sha256(json.dumps(protocol, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
 def experiment_baselines(plans: Sequence[PlannedRun], linear: LinearDef | None, root: Path,
                          device: str, temperature: float = 0.1) -> dict[str, Any]:
     """Raw-pixel and random-init numbers under the experiment's protocol, computed once per protocol and kept
     in ``root/baselines/`` (experiments sharing a runs directory and protocol share them)."""
     proto = baseline_protocol(plans[0], linear, temperature)
-    key = hashlib.sha256(json.dumps(dataclasses.asdict(proto), sort_keys=True, default=str).encode()).hexdigest()[:12]
-    path = root / "baselines" / f"{key}.json"
+    path = root / "baselines" / f"{baseline_key(dataclasses.asdict(proto))}.json"
     if path.is_file():
         return json.loads(path.read_text())
     t0 = time.perf_counter()
