@@ -114,8 +114,9 @@ def main() -> None:
              f"Written {datetime.now(UTC).isoformat(timespec='minutes')} by `python docs/experiments/progress.py "
              f"--runs {args.runs} --docs {args.docs} --table {args.table} {' '.join(args.experiments)}`.", "",
              "The runs are started by `bash docs/experiments/reproduce_cpu2.sh` (resumable: rerun it to continue; "
-             "two one-thread runs at a time, the faster layout on 2 cores; on a fresh machine it first restores the finished "
-             "runs from the metrics committed here, `docs/experiments/restore.py`, and trains only what is left). A page from the runs finished so far: "
+             "two one-thread runs at a time, the faster layout on 2 cores; on a fresh machine it first restores "
+             "the finished runs from the metrics committed here, `docs/experiments/restore.py`, and trains only what "
+             "is left). A page from the runs finished so far: "
              "`gsg reproduce EXPERIMENT --scale cpu --runs runs/reproduce-cpu2 --out docs/results/EXPERIMENT_cpu2 "
              "--report-only` (with `--seeds 3` for crops and table1). The cpu2 grid is about 36 single-core minutes "
              "per 2-crop run and 67 per 4-crop run under bf16; a 2× epochs run continues its finished 1× run "
