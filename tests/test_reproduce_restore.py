@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from gsg.errors import ConfigError
 from gsg.reproduce import baselines, execute, runner
 from gsg.reproduce.experiments import get_experiment
 from gsg.reproduce.experiments.base import LinearDef
@@ -77,6 +78,12 @@ def test_a_restored_run_is_reused_with_its_history_and_evaluations_not_trained(
     assert again["evals"] == rec["evals"]
     assert again["history"] == rec["history"] and again["final"] == rec["final"]
     assert [h["epoch"] for h in again["history"]] == [1, 2]
+    # an evaluation it lacks (a probe of other settings) cannot be computed without weights: a clear error, and
+    # the restored record is kept as it was
+    with pytest.raises(ConfigError, match=r"without its checkpoint.*\(linear\); delete .* to train it again"):
+        runner.run_all(get_experiment("crops", "cpu"), [plan], linear=LinearDef(mode="features", epochs=2),
+                       tsne=None, out=tmp / "out")
+    assert json.loads((plan.dir / "done.json").read_text())["evals"] == rec["evals"]
 
 
 def test_a_copy_that_does_not_match_its_plan_is_left_to_train(trained: tuple[Path, dict[str, Any]],

@@ -66,6 +66,20 @@ def _final_metrics(history: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "z_rankme": last.get("z_rankme"), **{k: v for k, v in final_knn(history).items() if k != "epoch"}}
 
 
+def _stale_evals(exp: Experiment, plan: PlannedRun, evals: dict[str, Any], linear: LinearDef | None,
+                 tsne: TsneDef | None, out: Path) -> list[str]:
+    """The evaluations ``exp`` wants that ``evals`` lacks, holds with other settings, or holds as an error."""
+    stale = []
+    if "knn" in exp.evals and evals.get("knn", {}).get("settings") != knn_settings(exp):
+        stale.append("knn")
+    for name, want in (("linear", linear), ("tsne", tsne)):
+        have = evals.get(name)
+        if name in exp.evals and want is not None and (have is None or have.get("settings") != dataclasses.asdict(
+                want) or "error" in have or (name == "tsne" and not tsne_png(out, plan.key).is_file())):
+            stale.append(name)
+    return stale
+
+
 def _run_evals(exp: Experiment, plan: PlannedRun, rec: dict[str, Any], linear: LinearDef | None,
                tsne: TsneDef | None, out: Path) -> bool:
     """Add the missing or outdated evaluations to ``rec``; True if anything was computed."""
@@ -74,7 +88,13 @@ def _run_evals(exp: Experiment, plan: PlannedRun, rec: dict[str, Any], linear: L
     times = rec.setdefault("times", {}).setdefault("evals_s", {})
     changed = False
     ckpt = plan.dir / CHECKPOINT_NAME
-    if "knn" in exp.evals and evals.get("knn", {}).get("settings") != knn_settings(exp):
+    stale = _stale_evals(exp, plan, evals, linear, tsne, out)
+    if stale and rec.get("restored_from") and not ckpt.is_file():
+        # a run restored from its committed metrics has no weights to evaluate: say so instead of recording errors
+        raise ConfigError(f"{plan.key} was restored from {rec['restored_from']} without its checkpoint, and this "
+                          f"experiment wants evaluations it lacks ({', '.join(stale)}); delete {plan.dir} to "
+                          "train it again, or copy its checkpoint.pt there")
+    if "knn" in stale:
         # The final numbers use the full protocol (whole train split as bank, whole test split); the online
         # monitor in the history stays small and only draws the curves.
         t0 = time.perf_counter()
@@ -90,39 +110,35 @@ def _run_evals(exp: Experiment, plan: PlannedRun, rec: dict[str, Any], linear: L
             evals["knn"] = {"settings": knn_settings(exp), "error": str(exc)}
         times["knn"] = time.perf_counter() - t0
         changed = True
-    if "linear" in exp.evals and linear is not None:
+    if "linear" in stale and linear is not None:
         want = dataclasses.asdict(linear)
-        have = evals.get("linear")
-        if have is None or have.get("settings") != want or "error" in have:
-            t0 = time.perf_counter()
-            cmd = next((c for c in plan.eval_commands if c.startswith("gsg linear")), "")
-            try:
-                r = linear_evaluate(ckpt, epochs=linear.epochs, mode=linear.mode,  # type: ignore[arg-type]
-                                    train_subset=linear.train_subset, device=device, command=cmd)
-                evals["linear"] = {"settings": want, "top1": r["top1"], "top5": r.get("top5"),
-                                   "protocol": r["protocol"], "train_size": r["train_size"],
-                                   "test_size": r["test_size"], "result_file": r["result_file"]}
-            except GsgError as exc:  # e.g. a probe that diverges on collapsed features: record, go on
-                log.warning("%s: linear probe failed: %s", plan.key, exc)
-                evals["linear"] = {"settings": want, "error": str(exc)}
-            times["linear"] = time.perf_counter() - t0
-            changed = True
-    if "tsne" in exp.evals and tsne is not None:
+        t0 = time.perf_counter()
+        cmd = next((c for c in plan.eval_commands if c.startswith("gsg linear")), "")
+        try:
+            r = linear_evaluate(ckpt, epochs=linear.epochs, mode=linear.mode,  # type: ignore[arg-type]
+                                train_subset=linear.train_subset, device=device, command=cmd)
+            evals["linear"] = {"settings": want, "top1": r["top1"], "top5": r.get("top5"),
+                               "protocol": r["protocol"], "train_size": r["train_size"],
+                               "test_size": r["test_size"], "result_file": r["result_file"]}
+        except GsgError as exc:  # e.g. a probe that diverges on collapsed features: record, go on
+            log.warning("%s: linear probe failed: %s", plan.key, exc)
+            evals["linear"] = {"settings": want, "error": str(exc)}
+        times["linear"] = time.perf_counter() - t0
+        changed = True
+    if "tsne" in stale and tsne is not None:
         want = dataclasses.asdict(tsne)
-        have = evals.get("tsne")
         png = tsne_png(out, plan.key)
-        if have is None or have.get("settings") != want or "error" in have or not png.is_file():
-            t0 = time.perf_counter()
-            try:
-                r = tsne_evaluate(ckpt, png, max_points=tsne.max_points, train_subset=tsne.train_subset,
-                                  device=device, title=plan.run.label)
-                evals["tsne"] = {"settings": want, "png": r["png"], "knn_k200": r["knn_k200"],
-                                 "knn_k1": r["knn_k1"], "points": r["points"]}
-            except GsgError as exc:
-                log.warning("%s: t-SNE failed: %s", plan.key, exc)
-                evals["tsne"] = {"settings": want, "error": str(exc)}
-            times["tsne"] = time.perf_counter() - t0
-            changed = True
+        t0 = time.perf_counter()
+        try:
+            r = tsne_evaluate(ckpt, png, max_points=tsne.max_points, train_subset=tsne.train_subset,
+                              device=device, title=plan.run.label)
+            evals["tsne"] = {"settings": want, "png": r["png"], "knn_k200": r["knn_k200"],
+                             "knn_k1": r["knn_k1"], "points": r["points"]}
+        except GsgError as exc:
+            log.warning("%s: t-SNE failed: %s", plan.key, exc)
+            evals["tsne"] = {"settings": want, "error": str(exc)}
+        times["tsne"] = time.perf_counter() - t0
+        changed = True
     return changed
 
 
