@@ -17,16 +17,10 @@ from gsg.reproduce.experiments import get_experiment
 from gsg.reproduce.experiments.base import LinearDef
 from gsg.reproduce.restore import epoch_history, restore_baselines, restore_runs
 from gsg.reproduce.runner import plan_runs
+from test_reproduce_prefix import TINY  # the same tiny runs as the prefix tests
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY: dict[str, dict[str, Any]] = {
-    "data": {"dataset": "synthetic", "image_size": 16, "subset": 64},
-    "model": {"width": 0.125, "proj_dim": 32, "pred_hidden": 16},
-    "optim": {"epochs": 2, "batch_size": 16},
-    "run": {"device": "cpu", "knn_every": 1, "knn_train_subset": 64, "knn_test_subset": 32,
-            "tensorboard": False, "checkpoint_every": 1, "log_every": 1},
-}
 LINEAR = LinearDef(mode="features", epochs=1)
 
 
