@@ -46,22 +46,23 @@ def epoch_history(metrics: Path) -> list[dict[str, Any]]:
     return history
 
 
-def _why_not(exp: Experiment, plan: PlannedRun, src: Path) -> str | None:
-    """Why the committed copy ``src`` of ``plan`` cannot stand for a finished run (None if it can)."""
+def _read_copy(exp: Experiment, plan: PlannedRun, src: Path) -> tuple[list[dict[str, Any]], dict[str, Any]] | str:
+    """The history and saved evaluations of the committed copy ``src`` of ``plan``, or why it cannot stand for a
+    finished run."""
     for name in ("command.txt", "metrics.jsonl", "evals.json"):
         if not (src / name).is_file():
             return f"{src / name} is missing"
     if (src / "command.txt").read_text().strip() != plan.command:
         return "its command differs from the plan's (the config or the runs directory changed)"
     history = epoch_history(src / "metrics.jsonl")
-    if len(history) != plan.config.optim.epochs or [h.get("epoch") for h in history] != list(
-            range(1, plan.config.optim.epochs + 1)):
+    if [h.get("epoch") for h in history] != list(range(1, plan.config.optim.epochs + 1)):
         return f"its metrics hold {len(history)} of {plan.config.optim.epochs} epochs"
-    evals = json.loads((src / "evals.json").read_text()).get("evals", {})
+    saved = json.loads((src / "evals.json").read_text())
+    evals = saved.get("evals", {})
     missing = [e for e in exp.evals if e in ("knn", "linear", "tsne") and (e not in evals or "error" in evals[e])]
     if missing:
         return f"it lacks the evaluations {', '.join(missing)}"
-    return None
+    return history, saved
 
 
 def restore_runs(exp: Experiment, plans: Sequence[PlannedRun], docs: Path) -> list[str]:
@@ -73,12 +74,11 @@ def restore_runs(exp: Experiment, plans: Sequence[PlannedRun], docs: Path) -> li
         src = docs / plan.key
         if (plan.dir / DONE_NAME).exists() or not src.is_dir():
             continue
-        why = _why_not(exp, plan, src)
-        if why is not None:
-            log.warning("%s: not restored from %s: %s; it will be trained", plan.key, src, why)
+        copy = _read_copy(exp, plan, src)
+        if isinstance(copy, str):
+            log.warning("%s: not restored from %s: %s; it will be trained", plan.key, src, copy)
             continue
-        saved = json.loads((src / "evals.json").read_text())
-        history = epoch_history(src / "metrics.jsonl")
+        history, saved = copy
         rec: dict[str, Any] = {
             "format": RESULT_FORMAT, "key": plan.key, "name": plan.run.name, "label": plan.run.label,
             "group": plan.run.group, "seed": plan.seed, "config": plan.config.to_dict(), "command": plan.command,
