@@ -73,7 +73,7 @@ def test_blocks_are_written_from_the_page_and_the_prose_is_kept(tmp_path: Path) 
     # kNN and linear claims of one comparison share a row; one seed has no interval
     assert "| SimSiam, GSG > symmetric | +0.5 [-6.6, +7.6] (n=2) | +1.2 [+1.0, +1.5] (n=2) | knn: no difference " \
            "that counts; linear: holds |" in text
-    assert "| BYOL, GSG > symmetric | -0.5 (n=1) | – | no difference that counts |" in text
+    assert "| BYOL, GSG > symmetric | -0.5 (1 seed) | – | no difference that counts |" in text
     assert _run(path, "--check").returncode == 0
     before = text
     assert _run(path).returncode == 0 and path.read_text() == before  # idempotent

@@ -31,7 +31,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gsg.reproduce.stats import paired_difference
+from gsg.reproduce.stats import fmt_difference, paired_difference
 
 # (key, header, where): "dec" from the decomposition (mean ± sd over batches), "proj" from the projections
 COLUMNS = (("eta_p", "η_p", "dec"), ("sel_eta", "η_sel", "dec"), ("ge_center_residual_ratio", "‖o_e‖/‖r_e‖", "dec"),
@@ -94,14 +94,6 @@ def cell(v: tuple[float | None, float | None]) -> str:
     return f"{mean:.3f}" + ("" if sd is None else f" ± {sd:.3f}")
 
 
-def interval(d: dict[str, Any]) -> str:
-    if not d["n"]:
-        return "missing"
-    if d["lo"] is None:
-        return f"{d['mean']:+.3f} (1 seed)"
-    return f"{d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}] (n={d['n']})"
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+", help="LABEL=RUN_DIR[,RUN_DIR...] (one directory per seed)")
@@ -136,8 +128,9 @@ def main(argv: list[str] | None = None) -> None:
             for label in (a, b):
                 if label not in measured:
                     raise SystemExit(f"--versus {a!r} {b!r}: no runs labelled {label!r}; labels: {sorted(measured)}")
-            diffs = [interval(paired_difference({s: v[k][0] for s, v in measured[a].items()},
-                                                {s: v[k][0] for s, v in measured[b].items()})) for k, _ in VERSUS]
+            diffs = [fmt_difference(paired_difference({s: v[k][0] for s, v in measured[a].items()},
+                                                      {s: v[k][0] for s, v in measured[b].items()}), digits=3)
+                     for k, _ in VERSUS]
             lines.append(f"| {a} − {b} | " + " | ".join(diffs) + " |")
     print("\n".join(lines))
 

@@ -28,19 +28,11 @@ from typing import Any
 
 from gsg.reproduce.markdown import knn_label, table
 from gsg.reproduce.report import seeds_section
+from gsg.reproduce.stats import fmt_difference
 
 BLOCK = re.compile(r"(<!-- generated: (?P<json>\S+) (?P<kind>\w+) -->\n)(?P<body>.*?)(<!-- end generated -->)",
                    re.S)
 _SUFFIX = re.compile(r" \((knn|linear)\)$")
-
-
-def _interval(d: dict[str, Any] | None) -> str:
-    """``+0.5 [−6.6, +7.6] (n=2)``; one seed has no interval; no paired seed yet is ``–``."""
-    if not d or not d.get("n") or d.get("mean") is None:
-        return "–"
-    if d.get("lo") is None or d.get("hi") is None:
-        return f"{d['mean']:+.1f} (n={d['n']})"
-    return f"{d['mean']:+.1f} [{d['lo']:+.1f}, {d['hi']:+.1f}] (n={d['n']})"
 
 
 def differences(res: dict[str, Any]) -> str:
@@ -55,7 +47,8 @@ def differences(res: dict[str, Any]) -> str:
         verdicts = {by[k]["verdict"] for k in ("knn", "linear") if k in by}
         verdict = verdicts.pop() if len(verdicts) == 1 else "; ".join(
             f"{k}: {by[k]['verdict']}" for k in ("knn", "linear") if k in by)
-        body.append([name, *(_interval(by[k].get("difference")) if k in by else "–" for k in ("knn", "linear")),
+        body.append([name, *(fmt_difference(by[k].get("difference"), missing="–") if k in by else "–"
+                             for k in ("knn", "linear")),
                      verdict])
     return table(["comparison (A > B)", f"kNN {knn_label(res)}: A − B", "linear: A − B", "verdict"], body) + "\n"
 

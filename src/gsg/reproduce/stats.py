@@ -59,13 +59,22 @@ def paired_difference(a: Mapping[int, float | None], b: Mapping[int, float | Non
             "direction": ("+" if mean > 0 else "-") if counts else "=", "seeds": seeds}
 
 
-def fmt_difference(r: Mapping[str, Any]) -> str:
-    """``+2.3 [+0.9, +3.8] (n=3)``, or ``+2.3 (1 seed)``, or ``missing``."""
-    if not r.get("n"):
-        return "missing"
-    if r["lo"] is None:
-        return f"{r['mean']:+.1f} (1 seed)"
-    return f"{r['mean']:+.1f} [{r['lo']:+.1f}, {r['hi']:+.1f}] (n={r['n']})"
+def fmt_difference(r: Mapping[str, Any] | None, digits: int = 1, missing: str = "missing") -> str:
+    """``+2.3 [+0.9, +3.8] (n=3)``, or ``+2.3 (1 seed)``, or ``missing`` (no paired seed yet).
+
+    >>> fmt_difference({"n": 2, "mean": 0.5, "lo": -6.6, "hi": 7.6})
+    '+0.5 [-6.6, +7.6] (n=2)'
+    >>> fmt_difference({"n": 1, "mean": 0.0421, "lo": None, "hi": None}, digits=3)
+    '+0.042 (1 seed)'
+    >>> fmt_difference(None, missing="–")
+    '–'
+    """
+    if not r or not r.get("n") or r.get("mean") is None:
+        return missing
+    f = f"+.{digits}f"
+    if r.get("lo") is None or r.get("hi") is None:
+        return f"{r['mean']:{f}} (1 seed)"
+    return f"{r['mean']:{f}} [{r['lo']:{f}}, {r['hi']:{f}}] (n={r['n']})"
 
 
 __all__ = ["MIN_EFFECT", "SINGLE_SEED_EFFECT", "fmt_difference", "paired_difference", "t_quantile"]
