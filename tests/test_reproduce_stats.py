@@ -39,3 +39,15 @@ def test_one_seed_counts_only_beyond_seed_noise_and_missing_values() -> None:
     none = paired_difference({0: None}, {0: 1.0})
     assert none["n"] == 0 and fmt_difference(none) == "missing"
     assert fmt_difference(paired_difference({0: 2.0, 1: 3.0}, {0: 1.0, 1: 1.0})).endswith("(n=2)")
+
+
+def test_fmt_difference_examples_and_options() -> None:
+    import doctest
+
+    import gsg.reproduce.stats as stats
+
+    result = doctest.testmod(stats)
+    assert result.attempted >= 3 and result.failed == 0
+    # the summary's blocks write a dash where no seed is paired yet, the decomposition tables 3 digits
+    assert fmt_difference({"n": 0, "mean": None}, missing="–") == "–"
+    assert fmt_difference({"n": 2, "mean": 0.01234, "lo": -0.1, "hi": 0.2}, digits=3) == "+0.012 [-0.100, +0.200] (n=2)"
