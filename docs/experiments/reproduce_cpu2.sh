@@ -10,7 +10,8 @@
 # idling, and the lane that finishes an experiment's last run writes its page. After each experiment a lane copies
 # the finished runs' metrics and commands into docs/results/runs/cpu2/ and rewrites docs/results/progress.md:
 # commit those as they come (never the checkpoints under runs/). SIGTERM to a lane's process group checkpoints
-# its run mid-epoch; the next start resumes it exactly.
+# its run mid-epoch; the next start resumes it exactly. On a CPU without native bf16 (no AVX-512 BF16) the lanes
+# train only the runs the cpu scale trains in fp32 (Table 4's SimCLR and MoCo v2 rows; docs/results/cpu_scale.md).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 RUNS=runs/reproduce-cpu2
@@ -24,12 +25,31 @@ progress() {
   flock "$RUNS/.progress.lock" python docs/experiments/progress.py --runs "$RUNS" --docs docs/results/runs/cpu2 \
     --table docs/results/progress.md crops=3 decomposition table4 fig5 table1=3 fig4 tsne directpred
 }
+# bf16 autocast is fast only with AVX-512 BF16 (oneDNN's native kernels); elsewhere a bf16 step takes ~13x an fp32
+# one (docs/results/cpu_scale.md), so such a machine trains only the runs the scale trains in fp32.
+ONLY_FP32=0
+python -c 'import sys; from gsg.bench.cpuscale import bf16_support; sys.exit(0 if bf16_support()["onednn_bf16"] else 1)' \
+  || { ONLY_FP32=1; echo "no native bf16 on this CPU: training only the fp32 runs"; }
+fp32_only() {  # --only NAME for each fp32 run of experiment $1 at seeds $2 (nothing: the experiment has none)
+  python - "$1" "$2" <<'PY'
+import sys
+from pathlib import Path
+from gsg.reproduce import get_experiment, plan_runs
+plans = plan_runs(get_experiment(sys.argv[1], "cpu"), int(sys.argv[2]), Path("unused"))
+print(" ".join(f"--only {p.key}" for p in plans if p.config.run.amp == "off"))
+PY
+}
 lane() {
   for exp in "${EXPERIMENTS[@]}"; do
     seeds=1
     case "$exp" in crops|table1) seeds=3 ;; esac
+    only=()
+    if [ "$ONLY_FP32" = 1 ]; then
+      read -r -a only <<< "$(fp32_only "$exp" "$seeds")"
+      [ "${#only[@]}" -gt 0 ] || continue
+    fi
     gsg reproduce "$exp" --scale cpu --seeds "$seeds" --runs "$RUNS" --out "docs/results/${exp}_cpu2" --jobs 1 \
-      --no-wait
+      --no-wait "${only[@]}"
     progress
   done
 }
@@ -40,9 +60,13 @@ lane > "$RUNS/lane2.log" 2>&1 &
 wait
 # Each experiment's page was written by the lane that finished its last run; a last pass writes any page whose
 # runs were all finished elsewhere (nothing left to train, so it only reports).
+# Without native bf16 that pass only reports (it would otherwise train the bf16 runs left).
+last=()
+[ "$ONLY_FP32" = 1 ] && last=(--report-only)
 for exp in "${EXPERIMENTS[@]}"; do
   seeds=1
   case "$exp" in crops|table1) seeds=3 ;; esac
-  gsg reproduce "$exp" --scale cpu --seeds "$seeds" --runs "$RUNS" --out "docs/results/${exp}_cpu2" --jobs 1
+  gsg reproduce "$exp" --scale cpu --seeds "$seeds" --runs "$RUNS" --out "docs/results/${exp}_cpu2" --jobs 1 \
+    "${last[@]}"
 done
 progress

@@ -186,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="when every run left is being trained by another process sharing --runs, exit without "
                          "a report instead of waiting (the process that finishes the last run writes it): for "
                          "lanes that loop over experiments, as docs/experiments/reproduce_cpu2.sh does")
+    rp.add_argument("--only", action="append", metavar="RUN",
+                    help="train only this run (a variant name for all its seeds, or a run key such as "
+                         "simclr_b512-s0; repeat for more); the report covers every run finished so far")
     rp.add_argument("--device", default="auto")
     rp.add_argument("--dry-run", action="store_true", help="print the commands of every run without training")
     rp.add_argument("--report-only", action="store_true",

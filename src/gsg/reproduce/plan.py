@@ -5,9 +5,11 @@ single-core time estimate. Nothing here trains or writes a file."""
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import os
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -221,11 +223,31 @@ def plan_runs(exp: Experiment, seeds: int, out: Path, device: str = "auto",
     return plans
 
 
+def select_runs(plans: list[PlannedRun], only: Sequence[str] | None) -> list[PlannedRun]:
+    """The runs of ``plans`` named in ``only`` (a variant name, every seed of it, or a run key such as
+    ``simclr_b512-s0``), in plan order; all of them for ``None``. A name that matches no run is an error that
+    names the nearest ones, rather than training nothing."""
+    if only is None:
+        return list(plans)
+    names = {p.run.name for p in plans} | {p.key for p in plans}
+    for name in only:
+        if name not in names:
+            close = difflib.get_close_matches(name, sorted(names), n=3, cutoff=0.5)
+            hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
+            raise ConfigError(f"--only {name!r} names no run of this experiment; {hint}its runs: "
+                              f"{', '.join(p.key for p in plans)}")
+    wanted = set(only)
+    return [p for p in plans if p.run.name in wanted or p.key in wanted]
+
+
 def reproduce_command(experiment: str, scale: str, seeds: int, out: Path, device: str,
-                      base_overrides: dict[str, Any] | None, runs_dir: Path | None = None, jobs: int = 1) -> str:
+                      base_overrides: dict[str, Any] | None, runs_dir: Path | None = None, jobs: int = 1,
+                      only: Sequence[str] | None = None) -> str:
     args = ["gsg", "reproduce", experiment, "--scale", scale, "--seeds", str(seeds), "--out", str(out)]
     if runs_dir is not None:
         args += ["--runs", str(runs_dir)]
+    for name in only or ():
+        args += ["--only", name]
     if jobs != 1:
         args += ["--jobs", str(jobs)]
     if device != "auto":
@@ -281,4 +303,4 @@ def estimate(exp: Experiment, plan: PlannedRun, source: PlannedRun | None = None
     epochs = c.optim.epochs - (source.config.optim.epochs if source is not None else 0)
     return estimate_seconds(epochs, images, c.optim.batch_size, knn_every=c.run.knn_every,
                             checkpoint_every=c.run.checkpoint_every, evals=exp.evals,
-                            crops=crops_per_image(c.ssl.views))
+                            crops=crops_per_image(c.ssl.views), amp=c.run.amp)

@@ -69,6 +69,7 @@ from gsg.reproduce.plan import (
     plan_runs,
     reproduce_command,
     runs_root,
+    select_runs,
 )
 from gsg.reproduce.setting import dataset_name, describe_setting, setting_notes
 from gsg.train.loop import CHECKPOINT_NAME
@@ -98,8 +99,8 @@ def experiment_estimate(run_estimates: Sequence[float | None], jobs: int) -> flo
 
 
 def _start_helpers(experiment: str, scale: str, seeds: int, out: Path, device: str,
-                   base_overrides: dict[str, Any] | None, runs_dir: Path, jobs: int, *, wait: bool = True
-                   ) -> list[tuple[Any, Path]]:
+                   base_overrides: dict[str, Any] | None, runs_dir: Path, jobs: int, *, wait: bool = True,
+                   only: Sequence[str] | None = None) -> list[tuple[Any, Path]]:
     """jobs - 1 helper processes (``gsg reproduce ... --worker``) that share the runs through their locks."""
     if jobs <= 1:
         return []
@@ -109,7 +110,7 @@ def _start_helpers(experiment: str, scale: str, seeds: int, out: Path, device: s
         env["OMP_NUM_THREADS"] = str(threads)
         torch.set_num_threads(threads)
     cmd = [sys.executable, "-m", "gsg", *shlex.split(
-        reproduce_command(experiment, scale, seeds, out, device, base_overrides, runs_dir))[1:], "--worker",
+        reproduce_command(experiment, scale, seeds, out, device, base_overrides, runs_dir, only=only))[1:], "--worker",
            *([] if wait else ["--no-wait"])]
     out.mkdir(parents=True, exist_ok=True)
     helpers = []
@@ -126,7 +127,8 @@ def reproduce(experiment: str, *, scale: str = "cpu", seeds: int | None = None,
               out: str | os.PathLike[str] | None = None, device: str = "auto", dry_run: bool = False,
               base_overrides: dict[str, Any] | None = None,
               runs_dir: str | os.PathLike[str] | None = None, jobs: int | None = None,
-              worker: bool = False, report_only: bool = False, wait: bool = True) -> dict[str, Any]:
+              worker: bool = False, report_only: bool = False, wait: bool = True,
+              only: Sequence[str] | None = None) -> dict[str, Any]:
     """Reproduce one table/figure of the paper at ``scale`` ("cpu" or "full"); returns the results dict.
 
     ``seeds``: runs per variant (default: the experiment's, 1 at cpu scale, 3 for Table 1 at full scale).
@@ -144,7 +146,9 @@ def reproduce(experiment: str, *, scale: str = "cpu", seeds: int | None = None,
     run left is being trained by other processes (another reproduction sharing ``runs_dir``), return without a
     report (``{"left_to_others": [keys]}``) instead of waiting for them; the process that finishes the last run
     writes the report. Two such processes, each looping over the experiments, keep two cores busy across the
-    experiments' boundaries (docs/experiments/reproduce_cpu2.sh).
+    experiments' boundaries (docs/experiments/reproduce_cpu2.sh). ``only``: train only these runs (variant names,
+    or run keys such as ``simclr_b512-s0``); the report then covers every run finished so far, as ``report_only``
+    (e.g. the fp32 runs on a CPU where bf16 autocast is slow, docs/results/cpu_scale.md).
     """
     exp = get_experiment(experiment, scale)
     n_seeds = _check_seeds(exp.default_seeds if seeds is None else seeds)
@@ -158,16 +162,18 @@ def reproduce(experiment: str, *, scale: str = "cpu", seeds: int | None = None,
     runs_path = Path(runs_dir) if runs_dir is not None else None
     n_jobs = default_jobs(scale) if jobs is None else _check_jobs(jobs)
     plans = plan_runs(exp, n_seeds, out_path, device, base_overrides, runs_path)
+    to_train = select_runs(plans, only)
     if worker:
         try:
-            run_all(exp, plans, linear=linear, tsne=tsne, out=out_path, wait=wait)
+            run_all(exp, to_train, linear=linear, tsne=tsne, out=out_path, wait=wait)
         except LeftToOthers as left:
             log.info("%s: %s", exp.name, left)
-        return {"worker": True, "experiment": exp.name, "runs": [p.key for p in plans]}
-    command = reproduce_command(experiment, scale, n_seeds, out_path, device, base_overrides, runs_path, n_jobs)
+        return {"worker": True, "experiment": exp.name, "runs": [p.key for p in to_train]}
+    command = reproduce_command(experiment, scale, n_seeds, out_path, device, base_overrides, runs_path, n_jobs,
+                                only)
     sources = prefix.prefix_sources(plans)
     estimates = {p.key: estimate(exp, p, sources.get(p.key)) for p in plans}
-    estimated = experiment_estimate(list(estimates.values()), n_jobs) if exp.scale == "cpu" else None
+    estimated = experiment_estimate([estimates[p.key] for p in to_train], n_jobs) if exp.scale == "cpu" else None
     name = dataset_name(plans[0].config, exp)
     header = {"format": RESULT_FORMAT, "experiment": exp.name, "scale": exp.scale, "title": exp.title,
               "paper_ref": exp.paper_ref, "dataset_name": name,
@@ -184,7 +190,7 @@ def reproduce(experiment: str, *, scale: str = "cpu", seeds: int | None = None,
                      prefix.planned_record(p, sources[p.key])
                      if p.key in sources and not (p.dir / CHECKPOINT_NAME).exists() else None),
                  "status": "done" if (p.dir / DONE_NAME).is_file() else
-                 "partial" if (p.dir / CHECKPOINT_NAME).is_file() else "todo"} for p in plans]
+                 "partial" if (p.dir / CHECKPOINT_NAME).is_file() else "todo"} for p in to_train]
         res = {**header, "dry_run": True, "runs": runs, "launch": _launch(experiment, scale, out_path, n_seeds,
                                                                            base_overrides, runs_path)}
         res["commands_md"] = report.commands_markdown(res)
@@ -205,9 +211,9 @@ def reproduce(experiment: str, *, scale: str = "cpu", seeds: int | None = None,
         _write_json(out_path / "results.json", _results(exp, header, done, plans, started, t0, complete=False))
 
     helpers = _start_helpers(experiment, scale, n_seeds, out_path, device, base_overrides,
-                             runs_root(out_path, runs_path), n_jobs, wait=wait)
+                             runs_root(out_path, runs_path), n_jobs, wait=wait, only=only)
     try:
-        records = run_all(exp, plans, linear=linear, tsne=tsne, out=out_path, on_record=partial, wait=wait)
+        records = run_all(exp, to_train, linear=linear, tsne=tsne, out=out_path, on_record=partial, wait=wait)
     except LeftToOthers as left:
         for h, _ in helpers:  # they leave as soon as they find nothing of their own either
             h.wait()
@@ -224,8 +230,12 @@ def reproduce(experiment: str, *, scale: str = "cpu", seeds: int | None = None,
         if h.wait() != 0:  # its runs were finished by this process (the lock of a dead helper is taken over)
             log.warning("helper process %d exited with %d; see %s", h.pid, h.returncode, logfile)
     header["helpers"] = [{"pid": h.pid, "returncode": h.returncode, "log": str(f)} for h, f in helpers]
+    missing: list[PlannedRun] = []
+    if only is not None:  # a part of the experiment: report every run finished so far, the rest as still to do
+        records = finished_records(exp, plans, linear=linear, tsne=tsne, out=out_path)
+        missing = [p for p in plans if p.key not in {r["key"] for r in records}]
     return _write_report(exp, header, records, plans, started, t0, out_path, n_seeds, base_overrides, runs_path,
-                         device, linear, missing=[])
+                         device, linear, missing=missing)
 
 
 def finished_records(exp: Experiment, plans: Sequence[PlannedRun], *, linear: LinearDef | None,
