@@ -77,6 +77,26 @@ def test_trainer_under_amp_native_autocasts_where_the_cpu_has_bf16(monkeypatch, 
         assert not tr.scaler.is_enabled()  # bf16 needs no GradScaler
 
 
+def test_bf16_by_name_on_a_cpu_that_emulates_it_warns_once_with_the_fix(monkeypatch, tmp_path: Path,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    from conftest import tiny_config
+
+    cpu = torch.device("cpu")
+    for has in (True, False):
+        monkeypatch.setattr(torch.cpu, "get_capabilities", lambda has=has: {"avx512_bf16": has})
+        assert (precision.emulated_bf16_warning("bf16", cpu) is None) is has
+        for setting in ("native", "off", "auto"):  # these never emulate bf16 on a CPU
+            assert precision.emulated_bf16_warning(setting, cpu) is None
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="gsg.train"):
+            tr = Trainer(tiny_config(tmp_path / f"w{has}", run={"amp": "bf16"}))
+        assert tr.amp == torch.bfloat16  # asked for by name: given, only slower
+        warned = [r.getMessage() for r in caplog.records if "without native bf16" in r.getMessage()]
+        assert len(warned) == (0 if has else 1)
+        if not has:
+            assert "run.amp=off" in warned[0] and "run.amp=native" in warned[0]
+
+
 def test_amp_native_without_capability_query_is_float32(monkeypatch) -> None:
     monkeypatch.delattr(torch.cpu, "get_capabilities", raising=False)
     assert precision.cpu_native_bf16() is False

@@ -46,7 +46,7 @@ from gsg.train.finite import check_finite, check_weights_finite
 from gsg.train.logging import MetricsLogger, WandbSettings, fmt_metrics, progress_bar
 from gsg.train.monitor import knn_all_ranks, knn_metrics, load_knn_data, make_probe
 from gsg.train.optim import build_optimizer, effective_lr, lr_factor, set_lr
-from gsg.train.precision import amp_dtype, configure_cuda_backends, float32_heads
+from gsg.train.precision import amp_dtype, configure_cuda_backends, emulated_bf16_warning, float32_heads
 from gsg.train.probe import FeatureTap
 from gsg.train.resume import CHECKPOINT_NAME, TrainState, build_checkpoint, restore, rollback, save_checkpoint
 from gsg.train.signals import Interrupted, Signals, stop_requested
@@ -119,6 +119,9 @@ class Trainer:
         self.base_lr = effective_lr(cfg.optim, self.global_batch)
         self.optimizer = build_optimizer(self.model, cfg.optim, self.base_lr)
         self.amp = amp_dtype(cfg.run.amp, self.device)
+        slow = emulated_bf16_warning(cfg.run.amp, self.device)
+        if slow and self.dist.is_main:
+            log.warning("%s", slow)  # a warning, not an error: the result is the same, only slower
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
         self.aug_gen = torch.Generator(device=self.device)
         self.aug_gen.manual_seed(cfg.run.seed * 7919 + self.dist.rank)

@@ -53,6 +53,16 @@ def amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
     return torch.float16
 
 
+def emulated_bf16_warning(setting: str, device: torch.device) -> str | None:
+    """Why ``run.amp = setting`` will be slow on ``device``, or None: bf16 asked for by name on a CPU that only
+    emulates it (a step took 13.5x an fp32 one on an AVX2 machine, docs/results/cpu_scale.md)."""
+    if setting != "bf16" or device.type != "cpu" or cpu_native_bf16():
+        return None
+    return (f"run.amp=bf16 on a CPU without native bf16 ({torch.backends.cpu.get_cpu_capability()}, no AVX-512 "
+            "BF16 or AMX): oneDNN emulates it and a training step takes about 13x an fp32 one; set run.amp=off, "
+            "or run.amp=native for bf16 only where the CPU has it")
+
+
 def _float32_forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
     with torch.autocast(_autocast_device(args), enabled=False):
         args = tuple(a.float() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
