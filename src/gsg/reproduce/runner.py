@@ -199,8 +199,7 @@ def reproduce(experiment: str, *, scale: str = "cpu", seeds: int | None = None,
     t0 = time.perf_counter()
     started = datetime.now(UTC).isoformat(timespec="seconds")
     if report_only:
-        records = finished_records(exp, plans, linear=linear, tsne=tsne, out=out_path)
-        missing = [p for p in plans if p.key not in {r["key"] for r in records}]
+        records, missing = finished_and_missing(exp, plans, linear=linear, tsne=tsne, out=out_path)
         log.info("%s: a report of %d finished runs of %d (train nothing)", exp.name, len(records), len(plans))
         header["helpers"] = []
         return _write_report(exp, header, records, plans, started, t0, out_path, n_seeds, base_overrides,
@@ -232,10 +231,17 @@ def reproduce(experiment: str, *, scale: str = "cpu", seeds: int | None = None,
     header["helpers"] = [{"pid": h.pid, "returncode": h.returncode, "log": str(f)} for h, f in helpers]
     missing: list[PlannedRun] = []
     if only is not None:  # a part of the experiment: report every run finished so far, the rest as still to do
-        records = finished_records(exp, plans, linear=linear, tsne=tsne, out=out_path)
-        missing = [p for p in plans if p.key not in {r["key"] for r in records}]
+        records, missing = finished_and_missing(exp, plans, linear=linear, tsne=tsne, out=out_path)
     return _write_report(exp, header, records, plans, started, t0, out_path, n_seeds, base_overrides, runs_path,
                          device, linear, missing=missing)
+
+
+def finished_and_missing(exp: Experiment, plans: Sequence[PlannedRun], *, linear: LinearDef | None,
+                         tsne: TsneDef | None, out: Path) -> tuple[list[dict[str, Any]], list[PlannedRun]]:
+    """The records of the runs finished so far, and the plans still to do (a partial report's two halves)."""
+    records = finished_records(exp, plans, linear=linear, tsne=tsne, out=out)
+    done = {r["key"] for r in records}
+    return records, [p for p in plans if p.key not in done]
 
 
 def finished_records(exp: Experiment, plans: Sequence[PlannedRun], *, linear: LinearDef | None,
