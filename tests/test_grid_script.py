@@ -3,8 +3,10 @@ on to the next experiment (--no-wait) rather than idle, and a final pass that wr
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 from gsg.reproduce import EXPERIMENTS
@@ -43,3 +45,30 @@ def test_without_native_bf16_the_lanes_train_only_the_fp32_runs() -> None:
     # ... and the last pass only reports there, instead of training the bf16 runs left
     final = text[text.rindex("wait\n"):]
     assert '[ "$ONLY_FP32" = 1 ] && last=(--report-only)' in final and '"${last[@]}"' in final
+
+
+
+def test_a_deadline_is_read_once_and_given_to_every_lane_and_the_last_pass() -> None:
+    text = SCRIPT.read_text()
+    lanes = text[text.index("lane() {"):text.index("export OMP_NUM_THREADS")]
+    final = text[text.rindex("wait\n"):]
+    assert '"${until[@]}"' in lanes and '"${until[@]}"' in final
+    block = re.search(r"^until=\(\)\n.*?^fi\n", text, re.S | re.M)
+    assert block is not None
+    script = "set -euo pipefail\n" + block.group(0) + 'echo "flags:${until[*]:-}"\n'
+
+    def until(deadline: str | None) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if k != "DEADLINE"}
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # this python, with gsg
+        if deadline is not None:
+            env["DEADLINE"] = deadline
+        return subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env)
+
+    relative = until("+90")
+    assert relative.returncode == 0, relative.stderr
+    flags = relative.stdout.rsplit("flags:", 1)[1].split()
+    assert flags[0] == "--deadline"  # an absolute time, so that every later call shares it
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?[+-]\d\d:\d\d", flags[1])
+    assert until(None).stdout == "flags:\n"  # no DEADLINE: an empty array, so the calls get no flag
+    bad = until("soon")
+    assert bad.returncode != 0 and "is not a time" in bad.stderr

@@ -12,11 +12,20 @@
 # commit those as they come (never the checkpoints under runs/). SIGTERM to a lane's process group checkpoints
 # its run mid-epoch; the next start resumes it exactly. On a CPU without native bf16 (no AVX-512 BF16) the lanes
 # train only the runs the cpu scale trains in fp32 (Table 4's SimCLR and MoCo v2 rows; docs/results/cpu_scale.md).
+# DEADLINE=WHEN (e.g. 16:20 or +150; gsg reproduce --deadline): on a machine lent for a fixed time, start no run that
+# the cost model says would end after it (a run cut short there is lost with the machine); read once, so every lane
+# and the last pass share one time.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 RUNS=runs/reproduce-cpu2
 EXPERIMENTS=(crops decomposition table4 fig5 table1 fig4 tsne directpred)
 mkdir -p "$RUNS"
+until=()
+if [ -n "${DEADLINE:-}" ]; then
+  until=(--deadline "$(python -c 'import sys; from gsg.reproduce.deadline import parse_deadline
+print(parse_deadline(sys.argv[1]).isoformat())' "$DEADLINE")")
+  echo "starting no run that would end after ${until[1]}"
+fi
 # On a fresh machine the runs directory is empty: restore the finished runs from their committed metrics first, so
 # that only what is left is trained (idempotent; gsg.reproduce.restore).
 python docs/experiments/restore.py --runs "$RUNS" --docs docs/results/runs/cpu2 \
@@ -49,7 +58,7 @@ lane() {
       [ "${#only[@]}" -gt 0 ] || continue
     fi
     gsg reproduce "$exp" --scale cpu --seeds "$seeds" --runs "$RUNS" --out "docs/results/${exp}_cpu2" --jobs 1 \
-      --no-wait "${only[@]}"
+      --no-wait "${only[@]}" "${until[@]}"
     progress
   done
 }
@@ -67,6 +76,6 @@ for exp in "${EXPERIMENTS[@]}"; do
   seeds=1
   case "$exp" in crops|table1) seeds=3 ;; esac
   gsg reproduce "$exp" --scale cpu --seeds "$seeds" --runs "$RUNS" --out "docs/results/${exp}_cpu2" --jobs 1 \
-    "${last[@]}"
+    "${last[@]}" "${until[@]}"
 done
 progress

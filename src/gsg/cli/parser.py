@@ -189,6 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--only", action="append", metavar="RUN",
                     help="train only this run (a variant name for all its seeds, or a run key such as "
                          "simclr_b512-s0; repeat for more); the report covers every run finished so far")
+    rp.add_argument("--deadline", metavar="WHEN",
+                    help="cpu scale: start no run that the cost model says would end after WHEN (+MINUTES, +2h, "
+                         "HH:MM today, or an ISO date and time), for a machine lent for a fixed time; the report "
+                         "covers the runs finished so far; with --dry-run, lists which runs would start")
     rp.add_argument("--device", default="auto")
     rp.add_argument("--dry-run", action="store_true", help="print the commands of every run without training")
     rp.add_argument("--report-only", action="store_true",

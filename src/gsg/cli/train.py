@@ -117,7 +117,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         r = reproduce(args.experiment, scale=args.scale, seeds=args.seeds, out=args.out, device=args.device,
                       dry_run=args.dry_run, base_overrides=overrides or None, runs_dir=args.runs, jobs=args.jobs,
                       worker=args.worker, report_only=args.report_only, wait=not args.no_wait,
-                      only=args.only)
+                      only=args.only, deadline=args.deadline)
     except Interrupted as exc:
         print(f"gsg: {exc}; run the same gsg reproduce command again to continue", file=sys.stderr)
         return 130

@@ -19,6 +19,7 @@ from gsg.errors import CheckpointError, ConfigError, GsgError, TrainingDiverged
 from gsg.eval.knn import knn_evaluate, tsne_evaluate
 from gsg.eval.linear import linear_evaluate
 from gsg.reproduce import prefix
+from gsg.reproduce.deadline import fits
 from gsg.reproduce.experiments import Experiment, LinearDef, TsneDef
 from gsg.reproduce.files import _write_json, _write_text
 from gsg.reproduce.lock import LOCK_POLL_S, _try_lock
@@ -169,28 +170,49 @@ class LeftToOthers(GsgError):
 
 
 def run_all(exp: Experiment, plans: Sequence[PlannedRun], *, linear: LinearDef | None, tsne: TsneDef | None,
-            out: Path, on_record: Any = None, wait: bool = True) -> list[dict[str, Any]]:
+            out: Path, on_record: Any = None, wait: bool = True,
+            deadline: float | None = None) -> list[dict[str, Any]]:
     """Every plan's record, in plan order. A run that another process is training is put off, not waited
     for: two reproductions on one runs directory share the work instead of one trailing the other. A run that
     continues a shorter one (:mod:`gsg.reproduce.prefix`) is put off until that one has finished.
 
     When every run left is another process's, ``run_all`` waits for them, or with ``wait=False`` raises
-    :class:`LeftToOthers`, so that a process can go on to another experiment's runs meanwhile."""
+    :class:`LeftToOthers`, so that a process can go on to another experiment's runs meanwhile.
+
+    ``deadline`` (epoch seconds; cpu scale): a run that the cost model says would end after it is not started
+    (:mod:`gsg.reproduce.deadline`), nor a run that continues it; the records returned are then only those
+    of the runs finished."""
     records: dict[int, dict[str, Any]] = {}
     pending = list(range(len(plans)))
     sources = prefix.prefix_sources(plans)
     index = {p.key: i for i, p in enumerate(plans)}
     estimates = {p.key: estimate(exp, p, sources.get(p.key)) for p in plans}
+    skipped: set[str] = set()
     waiting = False
     while pending:
         for i in pending:
             plan = plans[i]
             source = sources.get(plan.key)
-            if source is not None and index[source.key] in pending and not (plan.dir / CHECKPOINT_NAME).exists():
+            own_ckpt = (plan.dir / CHECKPOINT_NAME).exists()
+            if source is not None and source.key in skipped and not own_ckpt:
+                log.info("%s: not started: it continues %s, which the deadline left untrained", plan.key, source.key)
+                skipped.add(plan.key)
+                pending.remove(i)
+                break
+            if source is not None and index[source.key] in pending and not own_ckpt:
                 continue  # its first epochs are being (or will be) trained as the shorter run
             lock = _try_lock(plan.dir, plan.key)
             if lock is None:
                 continue
+            if deadline is not None and not (plan.dir / DONE_NAME).is_file():
+                left = estimate(exp, plan, source, done_epochs=_saved_epoch(plan.dir / CHECKPOINT_NAME))
+                if left is not None and not fits(left, time.time(), deadline):
+                    lock.unlink(missing_ok=True)
+                    log.info("%s: not started: about %.0f min on one core, %.0f min left before the deadline",
+                             plan.key, left / 60, max(0.0, deadline - time.time()) / 60)
+                    skipped.add(plan.key)
+                    pending.remove(i)
+                    break
             est = estimates[plan.key]
             log.info("run %d/%d: %s%s", i + 1, len(plans), plan.key, f" (about {est / 60:.0f} min on one core)"
                      if est is not None and exp.scale == "cpu" else "")
@@ -213,7 +235,7 @@ def run_all(exp: Experiment, plans: Sequence[PlannedRun], *, linear: LinearDef |
                 log.info("waiting for other processes training %s", ", ".join(plans[i].key for i in pending))
                 waiting = True
             time.sleep(LOCK_POLL_S)
-    return [records[i] for i in range(len(plans))]
+    return [records[i] for i in sorted(records)]
 
 
 def _check_same_config(done: Path, rec: dict[str, Any], plan: PlannedRun) -> None:

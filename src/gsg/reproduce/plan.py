@@ -294,13 +294,16 @@ def _check_seeds(seeds: Any) -> int:
     return seeds
 
 
-def estimate(exp: Experiment, plan: PlannedRun, source: PlannedRun | None = None) -> float | None:
-    """Single-core seconds of ``plan``; a run that continues ``source`` trains only the epochs after it."""
+def estimate(exp: Experiment, plan: PlannedRun, source: PlannedRun | None = None,
+             done_epochs: int = 0) -> float | None:
+    """Single-core seconds of ``plan``; a run that continues ``source`` trains only the epochs after it, and one
+    whose checkpoint holds ``done_epochs`` only the epochs after those."""
     c = plan.config
     if exp.scale != "cpu":
         return None
     images = c.data.subset or CPU_TRAIN_IMAGES
-    epochs = c.optim.epochs - (source.config.optim.epochs if source is not None else 0)
+    start = max(done_epochs, source.config.optim.epochs if source is not None else 0)
+    epochs = max(0, c.optim.epochs - start)
     return estimate_seconds(epochs, images, c.optim.batch_size, knn_every=c.run.knn_every,
                             checkpoint_every=c.run.checkpoint_every, evals=exp.evals,
-                            crops=crops_per_image(c.ssl.views), amp=c.run.amp)
+                            crops=crops_per_image(c.ssl.views), amp=c.run.amp, method=c.ssl.method)

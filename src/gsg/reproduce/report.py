@@ -317,12 +317,19 @@ def commands_markdown(res: dict[str, Any]) -> str:
     elif res.get("estimated_s"):
         lines += [f"Estimated: {minutes(res['estimated_s'])} on 2 CPU cores, {res.get('jobs', 1)} run(s) at a time.",
                   ""]
+    d = res.get("deadline")
+    if d:
+        lines += [f"With `--deadline {d['until']}` ({d['minutes_left']:.0f} min left, {d['jobs']} run(s) at a time, by "
+                  f"the cost model): {len(d['starts'])} run(s) start ({', '.join(d['starts']) or 'none'}); left for "
+                  f"a later machine: {', '.join(d['left_out']) or 'none'}.", ""]
     lines += ["Each run by hand (the same config; `--auto-resume` continues an interrupted run). kNN accuracy is "
               "the online monitor's last epoch in the run's `metrics.jsonl` (`knn_k1`, `knn_k200`).", ""]
     for r in res["runs"]:
         timing = (f"pretraining {minutes(r.get('pretrain_s'))}, evaluations {minutes(r.get('evals_s'))}"
                   if r.get("pretrain_s") is not None else
                   f"estimated {minutes(r['estimated_s'])} on one core" if r.get("estimated_s") else "")
+        if r.get("starts") is False:
+            timing += "; would not start before the deadline"
         lines += [f"## {r['key']}: {r.get('label') or ''}" + (f" ({timing})" if timing else ""), ""]
         cont = r.get("continues")
         if cont:  # gsg.reproduce.prefix: the shorter run's final checkpoint is this run's first epochs

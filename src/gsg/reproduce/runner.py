@@ -42,6 +42,7 @@ from gsg.reproduce import plots, prefix, report
 from gsg.reproduce.aggregate import _verdict as _verdict
 from gsg.reproduce.aggregate import aggregate, check_claims, mean_std
 from gsg.reproduce.baselines import experiment_baselines
+from gsg.reproduce.deadline import pack, parse_deadline
 from gsg.reproduce.execute import (
     DONE_NAME,
     RESULT_FORMAT,
@@ -49,6 +50,7 @@ from gsg.reproduce.execute import (
     _check_same_config,
     _read_done,
     _run_evals,
+    _saved_epoch,
     final_knn,
     run_all,
 )
@@ -100,7 +102,7 @@ def experiment_estimate(run_estimates: Sequence[float | None], jobs: int) -> flo
 
 def _start_helpers(experiment: str, scale: str, seeds: int, out: Path, device: str,
                    base_overrides: dict[str, Any] | None, runs_dir: Path, jobs: int, *, wait: bool = True,
-                   only: Sequence[str] | None = None) -> list[tuple[Any, Path]]:
+                   only: Sequence[str] | None = None, deadline: datetime | None = None) -> list[tuple[Any, Path]]:
     """jobs - 1 helper processes (``gsg reproduce ... --worker``) that share the runs through their locks."""
     if jobs <= 1:
         return []
@@ -111,7 +113,7 @@ def _start_helpers(experiment: str, scale: str, seeds: int, out: Path, device: s
         torch.set_num_threads(threads)
     cmd = [sys.executable, "-m", "gsg", *shlex.split(
         reproduce_command(experiment, scale, seeds, out, device, base_overrides, runs_dir, only=only))[1:], "--worker",
-           *([] if wait else ["--no-wait"])]
+           *([] if wait else ["--no-wait"]), *([] if deadline is None else ["--deadline", deadline.isoformat()])]
     out.mkdir(parents=True, exist_ok=True)
     helpers = []
     for i in range(1, jobs):
@@ -128,7 +130,7 @@ def reproduce(experiment: str, *, scale: str = "cpu", seeds: int | None = None,
               base_overrides: dict[str, Any] | None = None,
               runs_dir: str | os.PathLike[str] | None = None, jobs: int | None = None,
               worker: bool = False, report_only: bool = False, wait: bool = True,
-              only: Sequence[str] | None = None) -> dict[str, Any]:
+              only: Sequence[str] | None = None, deadline: str | datetime | None = None) -> dict[str, Any]:
     """Reproduce one table/figure of the paper at ``scale`` ("cpu" or "full"); returns the results dict.
 
     ``seeds``: runs per variant (default: the experiment's, 1 at cpu scale, 3 for Table 1 at full scale).
@@ -148,9 +150,17 @@ def reproduce(experiment: str, *, scale: str = "cpu", seeds: int | None = None,
     writes the report. Two such processes, each looping over the experiments, keep two cores busy across the
     experiments' boundaries (docs/experiments/reproduce_cpu2.sh). ``only``: train only these runs (variant names,
     or run keys such as ``simclr_b512-s0``); the report then covers every run finished so far, as ``report_only``
-    (e.g. the fp32 runs on a CPU where bf16 autocast is slow, docs/results/cpu_scale.md).
+    (e.g. the fp32 runs on a CPU where bf16 autocast is slow, docs/results/cpu_scale.md). ``deadline`` (cpu
+    scale; a time, or its text for :func:`gsg.reproduce.deadline.parse_deadline`, e.g. ``"+150"`` or
+    ``"16:20"``): start no run that the cost model says would end after it, for a machine lent for a fixed
+    time; the report then covers the runs finished so far, as ``only``, and a dry run says which runs would start.
     """
     exp = get_experiment(experiment, scale)
+    until = parse_deadline(deadline) if isinstance(deadline, str) else deadline
+    if until is not None and exp.scale != "cpu":
+        raise ConfigError("--deadline needs the cpu scale's cost model to know how long a run takes, and full scale "
+                          "has none (GPU speeds differ); use the scheduler's time limit instead: an interrupted run "
+                          "checkpoints on SIGTERM and the same command resumes it exactly")
     n_seeds = _check_seeds(exp.default_seeds if seeds is None else seeds)
     out_path = Path(out) if out is not None else default_out(experiment, scale)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -165,7 +175,8 @@ def reproduce(experiment: str, *, scale: str = "cpu", seeds: int | None = None,
     to_train = select_runs(plans, only)
     if worker:
         try:
-            run_all(exp, to_train, linear=linear, tsne=tsne, out=out_path, wait=wait)
+            run_all(exp, to_train, linear=linear, tsne=tsne, out=out_path, wait=wait,
+                    deadline=None if until is None else until.timestamp())
         except LeftToOthers as left:
             log.info("%s: %s", exp.name, left)
         return {"worker": True, "experiment": exp.name, "runs": [p.key for p in to_train]}
@@ -193,6 +204,8 @@ def reproduce(experiment: str, *, scale: str = "cpu", seeds: int | None = None,
                  "partial" if (p.dir / CHECKPOINT_NAME).is_file() else "todo"} for p in to_train]
         res = {**header, "dry_run": True, "runs": runs, "launch": _launch(experiment, scale, out_path, n_seeds,
                                                                            base_overrides, runs_path)}
+        if until is not None:
+            res["deadline"] = _dry_run_deadline(exp, to_train, sources, runs, n_jobs, until)
         res["commands_md"] = report.commands_markdown(res)
         return res
 
@@ -210,9 +223,10 @@ def reproduce(experiment: str, *, scale: str = "cpu", seeds: int | None = None,
         _write_json(out_path / "results.json", _results(exp, header, done, plans, started, t0, complete=False))
 
     helpers = _start_helpers(experiment, scale, n_seeds, out_path, device, base_overrides,
-                             runs_root(out_path, runs_path), n_jobs, wait=wait, only=only)
+                             runs_root(out_path, runs_path), n_jobs, wait=wait, only=only, deadline=until)
     try:
-        records = run_all(exp, to_train, linear=linear, tsne=tsne, out=out_path, on_record=partial, wait=wait)
+        records = run_all(exp, to_train, linear=linear, tsne=tsne, out=out_path, on_record=partial, wait=wait,
+                          deadline=None if until is None else until.timestamp())
     except LeftToOthers as left:
         for h, _ in helpers:  # they leave as soon as they find nothing of their own either
             h.wait()
@@ -230,10 +244,32 @@ def reproduce(experiment: str, *, scale: str = "cpu", seeds: int | None = None,
             log.warning("helper process %d exited with %d; see %s", h.pid, h.returncode, logfile)
     header["helpers"] = [{"pid": h.pid, "returncode": h.returncode, "log": str(f)} for h, f in helpers]
     missing: list[PlannedRun] = []
-    if only is not None:  # a part of the experiment: report every run finished so far, the rest as still to do
+    if only is not None or until is not None:  # a part of the experiment (or what the deadline left of it):
+        # report every run finished so far, the rest as still to do
         records, missing = finished_and_missing(exp, plans, linear=linear, tsne=tsne, out=out_path)
     return _write_report(exp, header, records, plans, started, t0, out_path, n_seeds, base_overrides, runs_path,
                          device, linear, missing=missing)
+
+
+def _dry_run_deadline(exp: Experiment, to_train: Sequence[PlannedRun], sources: dict[str, PlannedRun],
+                      runs: list[dict[str, Any]], jobs: int, until: datetime) -> dict[str, Any]:
+    """Which runs ``--deadline`` would start, by :func:`gsg.reproduce.deadline.pack` over what each has left;
+    marks each of ``runs`` (the dry run's entries) with ``starts``."""
+    left = {}
+    for p in to_train:
+        done = (p.dir / DONE_NAME).is_file()
+        est = 0.0 if done else estimate(exp, p, sources.get(p.key), done_epochs=_saved_epoch(p.dir / CHECKPOINT_NAME))
+        left[p.key] = est or 0.0
+    seconds = until.timestamp() - time.time()
+    starts = set(pack(left, list(left), jobs, seconds))
+    for p in to_train:  # a run that continues one left out cannot start either (run_all skips it too)
+        src = sources.get(p.key)
+        if src is not None and src.key in left and src.key not in starts and not (p.dir / CHECKPOINT_NAME).exists():
+            starts.discard(p.key)
+    for r in runs:
+        r["starts"] = r["key"] in starts
+    return {"until": until.isoformat(timespec="minutes"), "minutes_left": seconds / 60, "jobs": jobs,
+            "starts": [k for k in left if k in starts], "left_out": [k for k in left if k not in starts]}
 
 
 def finished_and_missing(exp: Experiment, plans: Sequence[PlannedRun], *, linear: LinearDef | None,

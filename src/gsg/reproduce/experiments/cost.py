@@ -16,19 +16,27 @@ import math
 CPU_COST = {"train_per_image": 2.6e-3, "train_per_image_fp32": 4.1e-3, "knn": 10.0, "checkpoint": 0.3,
             "startup": 20.0, "final_knn": 60.0, "linear": 120.0, "tsne": 100.0}
 CPU_COST_SLOW = {k: 1.3 * v for k, v in CPU_COST.items()}
+# A method with a momentum target encoder (BYOL's EMA, MoCo's key encoder) also runs that encoder forward on every
+# crop: its epochs took 1.29-1.53x (mean ~1.4x) SimSiam's at the same crops in the committed cpu-scale runs
+# (byol-s0 / simsiam-s0, byol_sym4-s0 / simsiam_sym4-s0, byol_gsg-s0 / simsiam_gsg-s0, byol_nopred-s0 /
+# simsiam_nopred-s0 in docs/results/runs/cpu2, median epoch times).
+MOMENTUM_TARGET_METHODS = frozenset({"byol", "moco"})
+MOMENTUM_TARGET_FACTOR = 1.4
 CPU_FP32_TRAIN_PER_IMAGE = CPU_COST["train_per_image_fp32"]
 CPU_RUN_BUDGET_S = 2 * 45 * 60.0  # one 2-crop run: 45 minutes on 2 cores = 90 single-core minutes at --jobs 2
 
 
 def estimate_seconds(epochs: int, subset: int, batch_size: int, *, knn_every: int, checkpoint_every: int,
                      evals: tuple[str, ...], cost: dict[str, float] | None = None, crops: int = 2,
-                     amp: str = "bf16") -> float:
+                     amp: str = "bf16", method: str = "simsiam") -> float:
     """Estimated single-thread seconds of one cpu-scale run, two runs at a time on the 2 cores (see
     :data:`CPU_COST`); ``crops``: 4 for ``ssl.views = fresh``, which augments and encodes twice as many crops;
-    ``amp``: ``off`` trains at the fp32 cost per image."""
+    ``amp``: ``off`` trains at the fp32 cost per image; ``method``: BYOL and MoCo pay for their momentum target
+    encoder (:data:`MOMENTUM_TARGET_FACTOR`)."""
     images = (subset // batch_size) * batch_size  # drop_last
     c = CPU_COST if cost is None else cost
     per_image = c["train_per_image_fp32" if amp == "off" else "train_per_image"]
+    per_image *= MOMENTUM_TARGET_FACTOR if method in MOMENTUM_TARGET_METHODS else 1.0
     knn_runs = math.ceil(epochs / knn_every) if knn_every else 0
     total = c["startup"] + epochs * images * per_image * crops / 2 + knn_runs * c["knn"]
     total += math.ceil(epochs / checkpoint_every) * c["checkpoint"]
