@@ -18,6 +18,7 @@ from gsg.reproduce import estimate_seconds, get_experiment, plan_runs, reproduce
 from gsg.reproduce.deadline import fits, pack, parse_deadline
 from gsg.reproduce.experiments.cost import CPU_COST, MOMENTUM_TARGET_FACTOR
 from gsg.reproduce.plan import estimate
+from test_reproduce_only import spy_pretrain
 from test_reproduce_prefix import TINY
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -92,22 +93,10 @@ def _patch_estimates(monkeypatch: pytest.MonkeyPatch, seconds: dict[str, float])
     monkeypatch.setattr(runner, "estimate", fake)
 
 
-def _spy_pretrain(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    real = execute.pretrain
-    trained: list[str] = []
-
-    def spy(cfg: Any, *, resume: Any) -> dict[str, Any]:
-        trained.append(Path(cfg.run.out).name)
-        return real(cfg, resume=resume)
-
-    monkeypatch.setattr(execute, "pretrain", spy)
-    return trained
-
-
 def test_deadline_starts_only_the_runs_that_end_in_time_and_reports_the_rest(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _patch_estimates(monkeypatch, {"byol": 3 * 3600.0})  # BYOL would take 3 hours, the rest a second
-    trained = _spy_pretrain(monkeypatch)
+    trained = spy_pretrain(monkeypatch)
     out = tmp_path / "t1"
     deadline = datetime.now().astimezone() + timedelta(hours=2)
     dry = reproduce("table1", scale="cpu", out=out, base_overrides=TINY, deadline=deadline, dry_run=True)
@@ -126,7 +115,7 @@ def test_deadline_skips_a_run_that_continues_one_it_left_out(tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     # simsiam_sym2x2 continues simsiam_sym2 after its epochs (gsg.reproduce.prefix): without it, it cannot start
     _patch_estimates(monkeypatch, {"simsiam_sym2": 3 * 3600.0})
-    trained = _spy_pretrain(monkeypatch)
+    trained = spy_pretrain(monkeypatch)
     deadline = time.time() + 3600.0
     plans = [p for p in plan_runs(get_experiment("crops", "cpu"), 1, tmp_path, base_overrides=TINY)
              if p.run.name in ("simsiam_sym2", "simsiam_sym2x2")]

@@ -25,6 +25,19 @@ def one_job(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runner, "default_jobs", lambda scale: 1)
 
 
+def spy_pretrain(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the runs pretrained from now on, in order (each still trains)."""
+    real = execute.pretrain
+    trained: list[str] = []
+
+    def spy(cfg: Any, *, resume: Any) -> dict[str, Any]:
+        trained.append(Path(cfg.run.out).name)
+        return real(cfg, resume=resume)
+
+    monkeypatch.setattr(execute, "pretrain", spy)
+    return trained
+
+
 def test_select_runs_by_variant_name_or_key_in_plan_order(tmp_path: Path) -> None:
     plans = plan_runs(get_experiment("table1", "cpu"), 2, tmp_path)
     assert [p.key for p in select_runs(plans, None)] == [p.key for p in plans]
@@ -37,14 +50,7 @@ def test_select_runs_by_variant_name_or_key_in_plan_order(tmp_path: Path) -> Non
 def test_only_trains_the_named_runs_and_reports_the_rest_as_missing(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "t1"
-    real = execute.pretrain
-    trained: list[str] = []
-
-    def spy(cfg: Any, *, resume: Any) -> dict[str, Any]:
-        trained.append(Path(cfg.run.out).name)
-        return real(cfg, resume=resume)
-
-    monkeypatch.setattr(execute, "pretrain", spy)
+    trained = spy_pretrain(monkeypatch)
     res = reproduce("table1", scale="cpu", out=out, base_overrides=TINY, only=["simsiam_gsg"])
     assert trained == ["simsiam_gsg-s0"]
     assert res["complete"] is False and [r["key"] for r in res["runs"]] == ["simsiam_gsg-s0"]
