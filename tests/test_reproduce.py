@@ -22,6 +22,7 @@ from gsg.config import load_config
 from gsg.errors import ConfigError
 from gsg.reproduce import EXPERIMENTS, SCALES, full_scale_launch, get_experiment, mean_std, plan_runs, reproduce
 from gsg.reproduce.experiments import CPU_COST, CPU_COST_SLOW, CPU_RUN_BUDGET_S, CPU_TRAIN_IMAGES, estimate_seconds
+from gsg.reproduce.experiments.table4 import TABLE4_RANGE_NOISE
 from gsg.reproduce.report import results_table, seeds_section
 
 TINY: dict[str, dict[str, Any]] = {
@@ -561,9 +562,11 @@ def test_table4_has_simclr_and_moco_rows_and_compares_ranges() -> None:
     claims = {c["claim"]: c for c in runner.check_claims(exp, v)}
     got = {(k.split(" w/")[0], "SimCLR" in k, "MoCo" in k): c["verdict"] for k, c in claims.items()
            if c["kind"] == "range_less"}
-    # SimSiam range 0.7 < SimCLR 7.0 and < MoCo 1.0; BYOL range 2.5 < SimCLR 7.0 but > MoCo 1.0
-    assert got == {("SimSiam", True, False): "holds", ("SimSiam", False, True): "holds",
-                   ("BYOL", True, False): "holds", ("BYOL", False, True): "does not hold"}
+    # SimSiam range 0.7 < SimCLR 7.0, and < MoCo 1.0 by less than the 1.3 points seed noise allows; BYOL range
+    # 2.5 < SimCLR 7.0, but > MoCo 1.0 by 1.5
+    assert got == {("SimSiam", True, False): "holds", ("SimSiam", False, True): "no difference that counts",
+                   ("BYOL", True, False): "holds", ("BYOL", False, True): "does not hold (reversed)"}
+    assert {c.tol for c in exp.claims if c.kind == "range_less"} == {TABLE4_RANGE_NOISE["cpu"]} == {1.3}
     assert any(c["ours"] == "range 2.5 vs 1.0 points" for c in claims.values())
     missing = {k: c for k, c in v.items() if not k.startswith("moco")}
     assert {c["verdict"] for c in runner.check_claims(exp, missing) if "MoCo" in c["claim"]} == {"n/a"}

@@ -108,8 +108,10 @@ def _verdict(c: Claim, variants: dict[str, Any], chance: float) -> dict[str, Any
             return {"verdict": "n/a", "ours": "missing"}
         r_mine = max(mine) - min(mine)  # type: ignore[type-var,operator]
         r_other = max(other) - min(other)  # type: ignore[type-var,operator]
-        return {"verdict": "holds" if r_mine < r_other else "does not hold",
-                "ours": f"range {r_mine:.1f} vs {r_other:.1f} points"}
+        gap = r_other - r_mine  # counts only beyond tol, the noise of a difference of two ranges
+        verdict = ("holds" if gap > c.tol else "does not hold (reversed)" if -gap > c.tol else
+                   "no difference that counts")
+        return {"verdict": verdict, "ours": f"range {r_mine:.1f} vs {r_other:.1f} points"}
     if c.kind == "rises":
         curve = variants.get(c.a, {}).get("curve", {}).get(c.metric, {}).get("mean", [])
         vals = [v for v in curve if v is not None]

@@ -55,9 +55,10 @@ class Claim:
     kind: ``greater`` (a > b), ``close`` (|a - b| <= tol), ``collapsed`` / ``not_collapsed`` (a's final kNN
     within ``tol`` points of chance, the paper's criterion "the accuracy converges to the chance level"),
     ``range`` (max - min over ``runs`` <= tol), ``range_less`` (the range over ``runs`` is smaller than the range
-    over ``other``), ``below`` / ``above`` (a's final ``metric`` < / > ``tol``),
-    ``rises`` (a's ``metric`` at its last epoch > at its first). ``metric``: ``knn`` (the experiment's kNN),
-    ``linear``, ``tsne_knn``, or a per-epoch history key of the experiment's ``curves`` (its final value).
+    over ``other`` by more than ``tol``; by less either way, no difference that counts), ``below`` / ``above``
+    (a's final ``metric`` < / > ``tol``), ``rises`` (a's ``metric`` at its last epoch > at its first).
+    ``metric``: ``knn`` (the experiment's kNN), ``linear``, ``tsne_knn``, or a per-epoch history key of the
+    experiment's ``curves`` (its final value).
     """
 
     text: str
