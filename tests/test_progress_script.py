@@ -67,10 +67,10 @@ def test_the_table_reports_each_run_and_copies_finished_metrics_only(tmp_path: P
     assert not list(docs.rglob("*.pt"))
 
 
-def _left(table: Path) -> dict[str, tuple[int, int]]:
-    """The 'still to train' rows: experiment -> (runs, single-core minutes)."""
-    rows = [line.strip("|").split("|") for line in table.read_text().splitlines() if line.count("|") == 4]
-    return {c[0].strip(): (int(c[1]), int(c[2])) for c in rows if c[1].strip().isdigit()}
+def _left(table: Path) -> dict[str, tuple[int, ...]]:
+    """The 'still to train' rows: experiment -> (runs, single-core minutes, fp32 runs, their minutes)."""
+    rows = [line.strip("|").split("|") for line in table.read_text().splitlines() if line.count("|") == 6]
+    return {c[0].strip(): tuple(int(x) for x in c[1:]) for c in rows if c[1].strip().isdigit()}
 
 
 def test_the_minutes_still_to_train_count_partial_runs_and_the_reproductions_seeds(tmp_path: Path) -> None:
@@ -80,7 +80,7 @@ def test_the_minutes_still_to_train_count_partial_runs_and_the_reproductions_see
     runs, docs, table = tmp_path / "runs", tmp_path / "docs", tmp_path / "progress.md"
     _done(runs / "simsiam-s0", (80.0, 82.0), 85.0)
 
-    def left(sym4_epochs: int) -> dict[str, tuple[int, int]]:
+    def left(sym4_epochs: int) -> dict[str, tuple[int, ...]]:
         if sym4_epochs:
             (runs / "simsiam_sym4-s0").mkdir(parents=True, exist_ok=True)
             (runs / "simsiam_sym4-s0" / "metrics.jsonl").write_text(_epoch_lines(sym4_epochs))
@@ -96,6 +96,22 @@ def test_the_minutes_still_to_train_count_partial_runs_and_the_reproductions_see
     after = left(5)  # 5 of the 12 epochs of the 4-crop run trained: 5/12 of its cost is no longer to do
     plan = next(p for p in plan_runs(get_experiment("crops", "cpu"), 3, Path("unused"), runs_dir=runs)
                 if p.key == "simsiam_sym4-s0")
-    saved = (estimate(get_experiment("crops", "cpu"), plan) or 0.0) * 5 / 12 / 60
+    crops = get_experiment("crops", "cpu")
+    saved = ((estimate(crops, plan) or 0.0) - (estimate(crops, plan, done_epochs=5) or 0.0)) / 60
     assert saved > 20 and abs((before["crops"][1] - after["crops"][1]) - saved) <= 1
     assert after["crops"][0] == 21  # a partial run is still to train
+    assert before["crops"][2:] == (0, 0) == before["table1"][2:]  # every run of both trains under bf16
+
+
+def test_the_runs_still_to_train_in_fp32_are_counted_apart(tmp_path: Path) -> None:
+    from gsg.reproduce import get_experiment, plan_runs
+    from gsg.reproduce.plan import estimate
+
+    runs, table = tmp_path / "runs", tmp_path / "progress.md"
+    subprocess.run([sys.executable, str(SCRIPT), "--runs", str(runs), "--docs", str(tmp_path / "docs"), "--table",
+                    str(table), "table4"], capture_output=True, text=True, check=True)
+    exp = get_experiment("table4", "cpu")
+    contrastive = [p for p in plan_runs(exp, 1, Path("unused"), runs_dir=runs) if p.run.group in ("SimCLR", "MoCo v2")]
+    minutes = sum(estimate(exp, p) or 0.0 for p in contrastive) / 60
+    runs_left, total, n_fp32, fp32_minutes = _left(table)["table4"]
+    assert (runs_left, n_fp32) == (12, 6) and abs(fp32_minutes - minutes) <= 1 and total > fp32_minutes

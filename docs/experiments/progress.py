@@ -68,13 +68,14 @@ def main() -> None:
     args = ap.parse_args()
     rows, seen = [], set()
     left: dict[str, list[float]] = {}  # experiment -> single-core seconds of each run still to train
+    fp32: dict[str, list[float]] = {}  # ... of those that train in fp32 (any CPU; the rest need native bf16)
     for spec in args.experiments:
         name, _, n_seeds = spec.partition("=")
         exp = get_experiment(name, "cpu")
         seeds = int(n_seeds) if n_seeds else args.seeds or exp.default_seeds
         plans = plan_runs(exp, seeds, Path("unused"), runs_dir=args.runs)
         sources = prefix_sources(plans)
-        left[name] = []
+        left[name], fp32[name] = [], []
         for plan in plans:
             if plan.key in seen:
                 rows.append([name, plan.key, plan.run.label, "shared (see above)", "", "", ""])
@@ -104,10 +105,10 @@ def main() -> None:
                 n = _epochs_done(plan.dir)
                 status = f"partial: {n}/{want} epochs" if n else "to do"
                 rows.append([name, plan.key, plan.run.label, status, "", "", ""])
-                source = sources.get(plan.key)
-                start = source.config.optim.epochs if source is not None else 0
-                trained = max(0, n - start) / max(1, want - start)
-                left[name].append((estimate(exp, plan, source) or 0.0) * (1.0 - trained))
+                cost = estimate(exp, plan, sources.get(plan.key), done_epochs=n) or 0.0
+                left[name].append(cost)
+                if plan.config.run.amp == "off":
+                    fp32[name].append(cost)
     done_n = sum(r[3].startswith("done") for r in rows)
     todo = [r for r in rows if not r[3].startswith(("done", "shared"))]
     lines = ["# Progress of the cpu-scale reproductions", "",
@@ -119,18 +120,25 @@ def main() -> None:
              "is left). A page from the runs finished so far: "
              "`gsg reproduce EXPERIMENT --scale cpu --runs runs/reproduce-cpu2 --out docs/results/EXPERIMENT_cpu2 "
              "--report-only` (with `--seeds 3` for crops and table1). The cpu2 grid is about 36 single-core minutes "
-             "per 2-crop run and 67 per 4-crop run under bf16; a 2× epochs run continues its finished 1× run "
-             "(`gsg.reproduce.prefix`), so it costs one more 1× run.",
+             "per 2-crop run and 67 per 4-crop run under bf16, 1.4× that for BYOL and MoCo (their momentum "
+             "target encoder); a 2× epochs run continues its finished 1× run (`gsg.reproduce.prefix`), so it costs "
+             "one more 1× run. On a machine lent for a fixed time, `DEADLINE=HH:MM bash "
+             "docs/experiments/reproduce_cpu2.sh` starts only the runs that end before it.",
              "",
              f"{done_n} runs done, {len(todo)} to do or in progress. Finished runs' metrics and commands: "
              f"[`{args.docs}`]({Path('runs') / args.docs.name}/). kNN on the whole train and test splits (k=200, "
              "T=0.1, and k=1); linear probe on frozen features of the whole train split. The first rows are the same "
              "protocol's baselines: a learned number that does not beat them says nothing was learned.", "",
              "Still to train, by the cost model (single-core minutes; two runs at a time take about half as long on "
-             "the machine; an experiment's runs that an earlier one trains are counted there):", "",
-             "| experiment | runs to train | single-core minutes |", "|---|---|---|",
-             *(f"| {name} | {len(v)} | {sum(v) / 60:.0f} |" for name, v in left.items()),
-             f"| all | {sum(len(v) for v in left.values())} | {sum(map(sum, left.values())) / 60:.0f} |", "",
+             "the machine; an experiment's runs that an earlier one trains are counted there). The bf16 runs are "
+             "fast only on a CPU with AVX-512 BF16 (or a GPU); the fp32 ones train at one speed on any CPU "
+             "(docs/results/cpu_scale.md):", "",
+             "| experiment | runs to train | single-core minutes | of which fp32 (any CPU): runs | minutes |",
+             "|---|---|---|---|---|",
+             *(f"| {name} | {len(v)} | {sum(v) / 60:.0f} | {len(fp32[name])} | {sum(fp32[name]) / 60:.0f} |"
+               for name, v in left.items()),
+             f"| all | {sum(len(v) for v in left.values())} | {sum(map(sum, left.values())) / 60:.0f} | "
+             f"{sum(len(v) for v in fp32.values())} | {sum(map(sum, fp32.values())) / 60:.0f} |", "",
              "| experiment | run | variant | status | kNN k=200 | kNN k=1 | linear |", "|---|---|---|---|---|---|---|"]
     lines += ["| " + " | ".join(r) + " |" for r in _baseline_rows(args.runs) + rows]
     args.table.parent.mkdir(parents=True, exist_ok=True)
