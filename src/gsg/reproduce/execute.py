@@ -143,6 +143,14 @@ def _run_evals(exp: Experiment, plan: PlannedRun, rec: dict[str, Any], linear: L
     return changed
 
 
+def seconds_left(exp: Experiment, plan: PlannedRun, source: PlannedRun | None) -> float | None:
+    """The cost model's single-core seconds still to spend on ``plan``: 0 once finished, else the epochs its
+    checkpoint has not reached (None at full scale, which has no cost model)."""
+    if (plan.dir / DONE_NAME).is_file():
+        return 0.0
+    return estimate(exp, plan, source, done_epochs=_saved_epoch(plan.dir / CHECKPOINT_NAME))
+
+
 def _saved_epoch(ckpt: Path) -> int:
     if not ckpt.is_file():
         return 0
@@ -204,8 +212,8 @@ def run_all(exp: Experiment, plans: Sequence[PlannedRun], *, linear: LinearDef |
             lock = _try_lock(plan.dir, plan.key)
             if lock is None:
                 continue
-            if deadline is not None and not (plan.dir / DONE_NAME).is_file():
-                left = estimate(exp, plan, source, done_epochs=_saved_epoch(plan.dir / CHECKPOINT_NAME))
+            if deadline is not None:
+                left = seconds_left(exp, plan, source)
                 if left is not None and not fits(left, time.time(), deadline):
                     lock.unlink(missing_ok=True)
                     log.info("%s: not started: about %.0f min on one core, %.0f min left before the deadline",

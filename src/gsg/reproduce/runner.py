@@ -50,9 +50,9 @@ from gsg.reproduce.execute import (
     _check_same_config,
     _read_done,
     _run_evals,
-    _saved_epoch,
     final_knn,
     run_all,
+    seconds_left,
 )
 from gsg.reproduce.execute import _config_diffs as _config_diffs
 from gsg.reproduce.execute import _final_metrics as _final_metrics
@@ -255,11 +255,7 @@ def _dry_run_deadline(exp: Experiment, to_train: Sequence[PlannedRun], sources: 
                       runs: list[dict[str, Any]], jobs: int, until: datetime) -> dict[str, Any]:
     """Which runs ``--deadline`` would start, by :func:`gsg.reproduce.deadline.pack` over what each has left;
     marks each of ``runs`` (the dry run's entries) with ``starts``."""
-    left = {}
-    for p in to_train:
-        done = (p.dir / DONE_NAME).is_file()
-        est = 0.0 if done else estimate(exp, p, sources.get(p.key), done_epochs=_saved_epoch(p.dir / CHECKPOINT_NAME))
-        left[p.key] = est or 0.0
+    left = {p.key: seconds_left(exp, p, sources.get(p.key)) or 0.0 for p in to_train}
     seconds = until.timestamp() - time.time()
     starts = set(pack(left, list(left), jobs, seconds))
     for p in to_train:  # a run that continues one left out cannot start either (run_all skips it too)
