@@ -17,9 +17,9 @@ CPU_COST = {"train_per_image": 2.6e-3, "train_per_image_fp32": 4.1e-3, "knn": 10
             "startup": 20.0, "final_knn": 60.0, "linear": 120.0, "tsne": 100.0}
 CPU_COST_SLOW = {k: 1.3 * v for k, v in CPU_COST.items()}
 # A method with a momentum target encoder (BYOL's EMA, MoCo's key encoder) also runs that encoder forward on every
-# crop: its epochs took 1.29-1.53x (mean ~1.4x) SimSiam's at the same crops in the committed cpu-scale runs
+# crop: its epochs took 1.29-1.67x (mean 1.45x) SimSiam's at the same crops in the committed cpu-scale runs
 # (byol-s0 / simsiam-s0, byol_sym4-s0 / simsiam_sym4-s0, byol_gsg-s0 / simsiam_gsg-s0, byol_nopred-s0 /
-# simsiam_nopred-s0 in docs/results/runs/cpu2, median epoch times).
+# simsiam_nopred-s0 in docs/results/runs/cpu2, median epoch times; docs/experiments/noise_and_cost.py).
 MOMENTUM_TARGET_METHODS = frozenset({"byol", "moco"})
 MOMENTUM_TARGET_FACTOR = 1.4
 CPU_FP32_TRAIN_PER_IMAGE = CPU_COST["train_per_image_fp32"]

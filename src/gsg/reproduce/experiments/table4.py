@@ -35,7 +35,8 @@ TABLE4_MOCO_BATCH = {"cpu": 128, "full": 256}
 # How far apart two families' ranges across b must be to count: with one seed per b, seed noise alone moves the
 # difference of two ranges of three numbers within +-1.25 points (95%) at cpu scale, by simulation at the linear
 # probe's seed sd of 0.50 pooled over the four-crop control's five SimSiam variants at 3 seeds
-# (docs/results/runs/cpu2); at full scale an assumed ImageNet linear seed sd of 0.2 gives +-0.5.
+# (docs/results/runs/cpu2; docs/experiments/noise_and_cost.py); at full scale an assumed ImageNet linear seed
+# sd of 0.2 gives +-0.5.
 TABLE4_RANGE_NOISE = {"cpu": 1.3, "full": 0.5}
 # SimCLR v1's head (Chen et al. 2020): g(h) = W2 ReLU(W1 h), hidden = the backbone's width, 128-d output; our
 # projector keeps its BatchNorms (SimCLR's code has them too, its output BN with a scale only; ours: the base's).
